@@ -1,0 +1,593 @@
+//! KPI tallies: mergeable partial aggregates per pane, and the KPI values derived from them.
+//!
+//! Every tally is a bag of counts, sums and sketch states. Merging is associative and
+//! commutative, so minute panes combine into hours, days and windows, and the partial
+//! results of several partitions or job instances combine into the exact same numbers.
+//! The derived values (scores, margins, intervals, quantiles) are computed only at the end,
+//! from the merged parts, never averaged from other derived values.
+
+use crate::events::Currency;
+use crate::window::Mergeable;
+use cxpulse_sketch::{DurationSketch, Hll};
+use serde::{Deserialize, Serialize};
+
+/// z for a two-sided 95 % interval.
+pub const Z95: f64 = 1.959_963_984_540_054;
+
+/// NPS answers: promoters (9–10), passives (7–8), detractors (0–6).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NpsTally {
+    pub promoters: u64,
+    pub passives: u64,
+    pub detractors: u64,
+}
+
+/// Which NPS group a score belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NpsGroup {
+    Promoter,
+    Passive,
+    Detractor,
+}
+
+impl NpsGroup {
+    /// Classifies a validated NPS score (0–10).
+    pub fn of(score: i32) -> NpsGroup {
+        match score {
+            9.. => NpsGroup::Promoter,
+            7..=8 => NpsGroup::Passive,
+            _ => NpsGroup::Detractor,
+        }
+    }
+}
+
+impl NpsTally {
+    pub fn add(&mut self, score: i32) {
+        match NpsGroup::of(score) {
+            NpsGroup::Promoter => self.promoters += 1,
+            NpsGroup::Passive => self.passives += 1,
+            NpsGroup::Detractor => self.detractors += 1,
+        }
+    }
+
+    pub fn n(&self) -> u64 {
+        self.promoters + self.passives + self.detractors
+    }
+
+    pub fn merge(&mut self, o: &NpsTally) {
+        self.promoters += o.promoters;
+        self.passives += o.passives;
+        self.detractors += o.detractors;
+    }
+
+    /// NPS in [-100, 100]: % promoters − % detractors.
+    pub fn score(&self) -> Option<f64> {
+        let n = self.n();
+        (n > 0).then(|| 100.0 * (self.promoters as f64 - self.detractors as f64) / n as f64)
+    }
+
+    /// 95 % margin of error in NPS points: 1.96·100·sqrt(((p+d) − (p−d)²)/n).
+    pub fn margin_of_error(&self) -> Option<f64> {
+        let n = self.n();
+        (n > 0).then(|| {
+            let nf = n as f64;
+            let p = self.promoters as f64 / nf;
+            let d = self.detractors as f64 / nf;
+            let variance = ((p + d) - (p - d) * (p - d)).max(0.0);
+            Z95 * 100.0 * (variance / nf).sqrt()
+        })
+    }
+}
+
+/// CSAT answers: satisfied (4–5) out of n (1–5).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CsatTally {
+    pub satisfied: u64,
+    pub n: u64,
+}
+
+impl CsatTally {
+    pub fn add(&mut self, score: i32) {
+        self.n += 1;
+        if score >= 4 {
+            self.satisfied += 1;
+        }
+    }
+
+    pub fn merge(&mut self, o: &CsatTally) {
+        self.satisfied += o.satisfied;
+        self.n += o.n;
+    }
+
+    /// Share of satisfied answers in [0, 1].
+    pub fn share(&self) -> Option<f64> {
+        (self.n > 0).then(|| self.satisfied as f64 / self.n as f64)
+    }
+
+    /// Wilson score interval (95 %) for the satisfied share.
+    pub fn wilson_interval(&self) -> Option<(f64, f64)> {
+        wilson_interval(self.satisfied, self.n, Z95)
+    }
+}
+
+/// Wilson score interval for `successes` out of `n` at normal quantile `z`.
+pub fn wilson_interval(successes: u64, n: u64, z: f64) -> Option<(f64, f64)> {
+    if n == 0 {
+        return None;
+    }
+    let nf = n as f64;
+    let p = successes as f64 / nf;
+    let z2 = z * z;
+    let denom = 1.0 + z2 / nf;
+    let center = (p + z2 / (2.0 * nf)) / denom;
+    let half = z * (p * (1.0 - p) / nf + z2 / (4.0 * nf * nf)).sqrt() / denom;
+    Some(((center - half).max(0.0), (center + half).min(1.0)))
+}
+
+/// CES answers on 1–7: sum of scores, n, and how many were 5–7 ("easy").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CesTally {
+    pub sum: u64,
+    pub n: u64,
+    pub easy: u64,
+}
+
+impl CesTally {
+    pub fn add(&mut self, score: i32) {
+        self.sum += u64::try_from(score).unwrap_or(0);
+        self.n += 1;
+        if score >= 5 {
+            self.easy += 1;
+        }
+    }
+
+    pub fn merge(&mut self, o: &CesTally) {
+        self.sum += o.sum;
+        self.n += o.n;
+        self.easy += o.easy;
+    }
+
+    pub fn mean(&self) -> Option<f64> {
+        (self.n > 0).then(|| self.sum as f64 / self.n as f64)
+    }
+
+    pub fn easy_share(&self) -> Option<f64> {
+        (self.n > 0).then(|| self.easy as f64 / self.n as f64)
+    }
+}
+
+/// Durations of one kind (first response, resolution): a quantile sketch plus how many met
+/// the response target (24 h by default).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResponseTimeTally {
+    pub sketch: DurationSketch,
+    pub within_target: u64,
+}
+
+impl ResponseTimeTally {
+    pub fn add(&mut self, duration_ms: i64, within_target: bool) {
+        self.sketch.add(duration_ms);
+        if within_target {
+            self.within_target += 1;
+        }
+    }
+
+    /// Exact inverse of [`ResponseTimeTally::add`] with the same arguments.
+    pub fn retract(&mut self, duration_ms: i64, within_target: bool) {
+        let removed = self.sketch.remove(duration_ms);
+        debug_assert!(removed, "retracting a duration that was never added");
+        if within_target && removed {
+            self.within_target = self.within_target.saturating_sub(1);
+        }
+    }
+
+    pub fn merge(&mut self, o: &ResponseTimeTally) {
+        self.sketch.merge(&o.sketch);
+        self.within_target += o.within_target;
+    }
+
+    pub fn n(&self) -> u64 {
+        self.sketch.count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sketch.is_empty() && self.within_target == 0
+    }
+}
+
+/// Closed loop: detractors whose follow-up deadline has passed, and how many of them got an
+/// outbound contact in time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClosedLoopTally {
+    pub due: u64,
+    pub closed: u64,
+}
+
+impl ClosedLoopTally {
+    pub fn merge(&mut self, o: &ClosedLoopTally) {
+        self.due += o.due;
+        self.closed += o.closed;
+    }
+
+    pub fn rate(&self) -> Option<f64> {
+        (self.due > 0).then(|| self.closed as f64 / self.due as f64)
+    }
+}
+
+/// Revenue per currency, in units of 1/10 000 (exact integer sums).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Revenue {
+    /// Sorted by currency, no zero-count entries.
+    lines: Vec<(Currency, i128, u64)>,
+}
+
+impl Revenue {
+    pub fn add(&mut self, currency: Currency, units: i64) {
+        self.add_line(currency, i128::from(units), 1);
+    }
+
+    fn add_line(&mut self, currency: Currency, units: i128, count: u64) {
+        match self.lines.binary_search_by(|l| l.0.cmp(&currency)) {
+            Ok(i) => {
+                self.lines[i].1 += units;
+                self.lines[i].2 += count;
+            }
+            Err(i) => self.lines.insert(i, (currency, units, count)),
+        }
+    }
+
+    pub fn merge(&mut self, o: &Revenue) {
+        for &(c, units, count) in &o.lines {
+            self.add_line(c, units, count);
+        }
+    }
+
+    /// (currency, total in 1/10 000 units, number of amounts) per currency.
+    pub fn lines(&self) -> impl Iterator<Item = (Currency, i128, u64)> + '_ {
+        self.lines.iter().copied()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+}
+
+/// Everything cxpulse counts for one (pane or window) × channel × segment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KpiState {
+    /// Accepted touchpoint events.
+    pub touchpoints: u64,
+    pub nps: NpsTally,
+    pub csat: CsatTally,
+    pub ces: CesTally,
+    /// Inbound contacts (`contact_opened`).
+    pub contacts: u64,
+    pub first_response: Option<Box<ResponseTimeTally>>,
+    pub resolution: Option<Box<ResponseTimeTally>>,
+    pub closed_loop: ClosedLoopTally,
+    pub purchases: u64,
+    pub revenue: Revenue,
+    /// Distinct customers seen (touchpoints and survey responses).
+    pub customers: Hll,
+}
+
+fn merge_boxed(into: &mut Option<Box<ResponseTimeTally>>, from: &Option<Box<ResponseTimeTally>>) {
+    if let Some(from) = from {
+        match into {
+            Some(into) => into.merge(from),
+            None => *into = Some(from.clone()),
+        }
+    }
+}
+
+impl KpiState {
+    pub fn first_response_mut(&mut self) -> &mut ResponseTimeTally {
+        self.first_response.get_or_insert_with(Default::default)
+    }
+
+    pub fn resolution_mut(&mut self) -> &mut ResponseTimeTally {
+        self.resolution.get_or_insert_with(Default::default)
+    }
+
+    /// Approximate heap and inline bytes (for the state-size gauge and benchmarks).
+    pub fn approx_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.customers.heap_bytes()
+            + self.revenue.lines.capacity() * std::mem::size_of::<(Currency, i128, u64)>()
+            + [&self.first_response, &self.resolution]
+                .iter()
+                .filter_map(|t| t.as_ref())
+                .map(|t| std::mem::size_of::<ResponseTimeTally>() + t.sketch.heap_bytes())
+                .sum::<usize>()
+    }
+
+    /// The KPI values derived from these parts.
+    pub fn snapshot(&self) -> KpiSnapshot {
+        KpiSnapshot::from(self)
+    }
+}
+
+impl Mergeable for KpiState {
+    fn merge(&mut self, o: &Self) {
+        self.touchpoints += o.touchpoints;
+        self.nps.merge(&o.nps);
+        self.csat.merge(&o.csat);
+        self.ces.merge(&o.ces);
+        self.contacts += o.contacts;
+        merge_boxed(&mut self.first_response, &o.first_response);
+        merge_boxed(&mut self.resolution, &o.resolution);
+        self.closed_loop.merge(&o.closed_loop);
+        self.purchases += o.purchases;
+        self.revenue.merge(&o.revenue);
+        self.customers.merge(&o.customers);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.touchpoints == 0
+            && self.nps.n() == 0
+            && self.csat.n == 0
+            && self.ces.n == 0
+            && self.contacts == 0
+            && self.first_response.as_ref().is_none_or(|t| t.is_empty())
+            && self.resolution.as_ref().is_none_or(|t| t.is_empty())
+            && self.closed_loop == ClosedLoopTally::default()
+            && self.purchases == 0
+            && self.revenue.is_empty()
+            && self.customers.is_empty()
+    }
+}
+
+/// NPS values.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NpsSnapshot {
+    pub n: u64,
+    pub promoters: u64,
+    pub passives: u64,
+    pub detractors: u64,
+    /// −100 … 100.
+    pub score: Option<f64>,
+    /// 95 % margin of error, NPS points.
+    pub margin_of_error: Option<f64>,
+}
+
+/// CSAT values (shares in [0, 1]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CsatSnapshot {
+    pub n: u64,
+    pub satisfied: u64,
+    pub share: Option<f64>,
+    pub wilson_low: Option<f64>,
+    pub wilson_high: Option<f64>,
+}
+
+/// CES values.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CesSnapshot {
+    pub n: u64,
+    pub mean: Option<f64>,
+    /// Share of answers 5–7.
+    pub easy_share: Option<f64>,
+}
+
+/// Response-time values (milliseconds; quantiles within 1 % relative error).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResponseTimeSnapshot {
+    pub n: u64,
+    pub p50_ms: Option<f64>,
+    pub p90_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub within_target: u64,
+    pub within_target_share: Option<f64>,
+}
+
+impl From<Option<&ResponseTimeTally>> for ResponseTimeSnapshot {
+    fn from(t: Option<&ResponseTimeTally>) -> Self {
+        let Some(t) = t else {
+            return ResponseTimeSnapshot::default();
+        };
+        let n = t.n();
+        ResponseTimeSnapshot {
+            n,
+            p50_ms: t.sketch.quantile(0.5),
+            p90_ms: t.sketch.quantile(0.9),
+            p99_ms: t.sketch.quantile(0.99),
+            within_target: t.within_target,
+            within_target_share: (n > 0).then(|| t.within_target as f64 / n as f64),
+        }
+    }
+}
+
+/// Closed-loop values.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClosedLoopSnapshot {
+    pub due: u64,
+    pub closed: u64,
+    pub rate: Option<f64>,
+}
+
+/// Revenue in one currency.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RevenueLine {
+    pub currency: String,
+    /// Exact decimal text, four fractional digits.
+    pub amount: String,
+    /// The same as a float, for charts.
+    pub value: f64,
+    pub count: u64,
+}
+
+/// Every KPI of a window, derived from its merged [`KpiState`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct KpiSnapshot {
+    pub touchpoints: u64,
+    pub nps: NpsSnapshot,
+    pub csat: CsatSnapshot,
+    pub ces: CesSnapshot,
+    pub contacts: u64,
+    pub first_response: ResponseTimeSnapshot,
+    pub resolution: ResponseTimeSnapshot,
+    pub closed_loop: ClosedLoopSnapshot,
+    pub purchases: u64,
+    pub revenue: Vec<RevenueLine>,
+    /// Distinct customers (HyperLogLog estimate, ≤ 2 % error).
+    pub customers: u64,
+}
+
+/// Formats 1/10 000 units as exact decimal text.
+pub fn format_units(units: i128) -> String {
+    let sign = if units < 0 { "-" } else { "" };
+    let abs = units.unsigned_abs();
+    format!("{sign}{}.{:04}", abs / 10_000, abs % 10_000)
+}
+
+impl From<&KpiState> for KpiSnapshot {
+    fn from(s: &KpiState) -> Self {
+        let (wilson_low, wilson_high) = s.csat.wilson_interval().unzip();
+        KpiSnapshot {
+            touchpoints: s.touchpoints,
+            nps: NpsSnapshot {
+                n: s.nps.n(),
+                promoters: s.nps.promoters,
+                passives: s.nps.passives,
+                detractors: s.nps.detractors,
+                score: s.nps.score(),
+                margin_of_error: s.nps.margin_of_error(),
+            },
+            csat: CsatSnapshot {
+                n: s.csat.n,
+                satisfied: s.csat.satisfied,
+                share: s.csat.share(),
+                wilson_low,
+                wilson_high,
+            },
+            ces: CesSnapshot {
+                n: s.ces.n,
+                mean: s.ces.mean(),
+                easy_share: s.ces.easy_share(),
+            },
+            contacts: s.contacts,
+            first_response: s.first_response.as_deref().into(),
+            resolution: s.resolution.as_deref().into(),
+            closed_loop: ClosedLoopSnapshot {
+                due: s.closed_loop.due,
+                closed: s.closed_loop.closed,
+                rate: s.closed_loop.rate(),
+            },
+            purchases: s.purchases,
+            revenue: s
+                .revenue
+                .lines()
+                .map(|(c, units, count)| RevenueLine {
+                    currency: c.as_str().to_string(),
+                    amount: format_units(units),
+                    value: units as f64 / 10_000.0,
+                    count,
+                })
+                .collect(),
+            customers: s.customers.estimate(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64, tol: f64) -> bool {
+        (a - b).abs() <= tol
+    }
+
+    #[test]
+    fn nps_known_answer() {
+        // 50 promoters, 30 passives, 20 detractors: NPS = 50 − 20 = 30.
+        let t = NpsTally {
+            promoters: 50,
+            passives: 30,
+            detractors: 20,
+        };
+        assert_eq!(t.score(), Some(30.0));
+        // Variance = (0.5 + 0.2) − 0.3² = 0.61; MoE = 1.96·100·sqrt(0.61/100) = 15.308…
+        let moe = t.margin_of_error().unwrap();
+        assert!(close(moe, 1.959_963_984_540_054 * 100.0 * (0.61f64 / 100.0).sqrt(), 1e-9));
+        assert!(close(moe, 15.308, 0.001), "{moe}");
+    }
+
+    #[test]
+    fn nps_groups_and_extremes() {
+        let mut t = NpsTally::default();
+        for s in 0..=10 {
+            t.add(s);
+        }
+        assert_eq!((t.promoters, t.passives, t.detractors), (2, 2, 7));
+        let all_promoters = NpsTally {
+            promoters: 10,
+            ..Default::default()
+        };
+        assert_eq!(all_promoters.score(), Some(100.0));
+        assert_eq!(all_promoters.margin_of_error(), Some(0.0));
+        assert_eq!(NpsTally::default().score(), None);
+    }
+
+    #[test]
+    fn wilson_known_answers() {
+        // Published example: 81 of 263 → [0.2553, 0.3662] at 95 % (Wilson 1927 / Newcombe 1998 style).
+        let (lo, hi) = wilson_interval(81, 263, Z95).unwrap();
+        assert!(close(lo, 0.2553, 5e-4), "{lo}");
+        assert!(close(hi, 0.3662, 5e-4), "{hi}");
+        // All successes: upper bound 1, lower bound n/(n+z²).
+        let (lo, hi) = wilson_interval(10, 10, Z95).unwrap();
+        assert!(close(hi, 1.0, 1e-12));
+        assert!(close(lo, 10.0 / (10.0 + Z95 * Z95), 1e-12), "{lo}");
+        assert_eq!(wilson_interval(0, 0, Z95), None);
+    }
+
+    #[test]
+    fn ces_known_answer() {
+        let mut t = CesTally::default();
+        for s in [1, 4, 5, 7, 7] {
+            t.add(s);
+        }
+        assert_eq!(t.mean(), Some(24.0 / 5.0));
+        assert_eq!(t.easy_share(), Some(3.0 / 5.0));
+    }
+
+    #[test]
+    fn state_merge_is_exact() {
+        let mut a = KpiState::default();
+        a.nps.add(10);
+        a.first_response_mut().add(60_000, true);
+        a.revenue.add(Currency::parse("EUR").unwrap(), 12_3400);
+        a.customers.insert(b"c1");
+        let mut b = KpiState::default();
+        b.nps.add(3);
+        b.first_response_mut().add(90_000_000, false);
+        b.revenue.add(Currency::parse("EUR").unwrap(), -2_0000);
+        b.revenue.add(Currency::parse("USD").unwrap(), 1);
+        b.customers.insert(b"c1");
+        b.customers.insert(b"c2");
+        let mut ab = a.clone();
+        ab.merge(&b);
+        let mut ba = b.clone();
+        ba.merge(&a);
+        assert_eq!(ab, ba);
+        let snap = ab.snapshot();
+        assert_eq!(snap.nps.score, Some(0.0));
+        assert_eq!(snap.first_response.n, 2);
+        assert_eq!(snap.first_response.within_target_share, Some(0.5));
+        assert_eq!(snap.revenue[0].amount, "10.3400");
+        assert_eq!(snap.revenue[1].amount, "0.0001");
+        assert_eq!(snap.customers, 2);
+        assert!(!ab.is_empty());
+        assert!(KpiState::default().is_empty());
+    }
+
+    #[test]
+    fn retract_inverts_add() {
+        let mut t = ResponseTimeTally::default();
+        t.add(5_000, true);
+        let before = t.clone();
+        t.add(7_200_000, false);
+        t.retract(7_200_000, false);
+        assert_eq!(t, before);
+    }
+}
