@@ -1,0 +1,600 @@
+//! [`Hll`]: a HyperLogLog distinct counter with precision `p = 14`
+//! (`m = 16384` registers, standard error ≈ 1.04/√m ≈ 0.81 %), using Otmar
+//! Ertl's improved raw estimator ("New cardinality estimation algorithms for
+//! HyperLogLog sketches", 2017, algorithm 6) — no empirical bias tables, and
+//! accurate from `n = 0` up to far beyond `10^9`.
+//!
+//! # Hashing
+//!
+//! [`Hll::insert`] hashes its key with `xxhash_rust::xxh3::xxh3_64` (XXH3,
+//! 64-bit, seed 0). This is part of the contract: every instance of the job
+//! and every persisted sketch must use the same hash, otherwise merges count
+//! the same customer twice. [`Hll::hash`] exposes it so callers can hash a key
+//! once and feed several sketches with [`Hll::insert_hash`].
+//!
+//! Register index = the top 14 bits of the hash; rank = 1 + the number of
+//! leading zeros of the remaining 50 bits (capped at 51).
+//!
+//! # Representation
+//!
+//! Small sets are *sparse*: a sorted `Vec<u32>` holding one packed
+//! `(index << 8) | rank` per non-zero register (4 bytes each). Once more than
+//! [`SPARSE_MAX_ENTRIES`] registers are non-zero (a sparse list of 4 KiB, a
+//! quarter of the dense size) the sketch switches to *dense*: 16384 one-byte
+//! registers. The representation is invisible: equality, the estimate and
+//! merging depend only on the register values.
+
+use crate::varint::{put_u64, Reader};
+use crate::{sorted, SketchError};
+
+/// Precision `p`: the number of hash bits used as register index.
+pub const PRECISION: u32 = 14;
+/// Number of registers `m = 2^p`.
+pub const REGISTERS: usize = 1 << PRECISION;
+/// Remaining hash bits `q = 64 − p`.
+const Q: usize = 64 - PRECISION as usize;
+/// The largest possible register value, `q + 1 = 51`.
+pub const MAX_RANK: u8 = (Q + 1) as u8;
+/// Largest number of entries kept in the sparse representation
+/// (`4 × 1024` bytes = a quarter of the dense registers).
+pub const SPARSE_MAX_ENTRIES: usize = REGISTERS / 16;
+/// Byte length of the 6-bit packed dense registers in the binary format.
+const PACKED_DENSE_LEN: usize = REGISTERS * 6 / 8;
+
+const TAG_SPARSE: u8 = 0;
+const TAG_DENSE: u8 = 1;
+
+#[inline]
+fn pack(index: u32, rank: u8) -> u32 {
+    (index << 8) | u32::from(rank)
+}
+
+#[inline]
+fn unpack(e: u32) -> (u16, u8) {
+    ((e >> 8) as u16, e as u8)
+}
+
+#[derive(Clone)]
+enum Repr {
+    /// Sorted by index (= sorted as `u32`), unique indices, ranks in `1..=51`,
+    /// at most `SPARSE_MAX_ENTRIES` entries except transiently.
+    Sparse(Vec<u32>),
+    /// Exactly `REGISTERS` registers, each in `0..=51`.
+    Dense(Box<[u8]>),
+}
+
+/// A HyperLogLog sketch with `p = 14` (see the [module docs](self)).
+///
+/// Merging is exact (register-wise maximum), associative and commutative;
+/// `estimate()` has a relative standard error of about 0.81 %.
+#[derive(Clone)]
+pub struct Hll {
+    repr: Repr,
+}
+
+impl Default for Hll {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Hll {
+    /// The leading byte of [`to_bytes`](Self::to_bytes).
+    pub const FORMAT_VERSION: u8 = 1;
+
+    /// An empty (sparse) sketch. Does not allocate.
+    pub const fn new() -> Self {
+        Hll {
+            repr: Repr::Sparse(Vec::new()),
+        }
+    }
+
+    /// The hash used by [`insert`](Self::insert): XXH3 64-bit, seed 0.
+    #[inline]
+    pub fn hash(bytes: &[u8]) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(bytes)
+    }
+
+    /// Inserts a key, hashed with [`Hll::hash`] (XXH3-64, seed 0).
+    #[inline]
+    pub fn insert(&mut self, bytes: &[u8]) {
+        self.insert_hash(Self::hash(bytes));
+    }
+
+    /// Inserts an already hashed key. The hash must be a well-mixed 64-bit
+    /// hash (such as [`Hll::hash`]); raw sequential ids would ruin accuracy.
+    #[inline]
+    pub fn insert_hash(&mut self, hash: u64) {
+        let index = (hash >> Q) as u32;
+        // The guard bit caps the leading-zero count of the low q bits at q.
+        let rank = (((hash << PRECISION) | (1 << (PRECISION - 1))).leading_zeros() + 1) as u8;
+        self.set_max(index, rank);
+    }
+
+    #[inline]
+    fn set_max(&mut self, index: u32, rank: u8) {
+        match &mut self.repr {
+            Repr::Dense(regs) => {
+                let r = &mut regs[index as usize];
+                if *r < rank {
+                    *r = rank;
+                }
+            }
+            Repr::Sparse(list) => {
+                let key = index << 8;
+                let p = list.partition_point(|&e| e < key);
+                match list.get_mut(p) {
+                    Some(e) if *e >> 8 == index => {
+                        if (*e as u8) < rank {
+                            *e = pack(index, rank);
+                        }
+                    }
+                    _ => {
+                        if list.len() >= SPARSE_MAX_ENTRIES {
+                            self.densify();
+                            self.set_max(index, rank);
+                        } else {
+                            list.insert(p, pack(index, rank));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `true` while the sketch uses the sparse representation.
+    pub fn is_sparse(&self) -> bool {
+        matches!(self.repr, Repr::Sparse(_))
+    }
+
+    /// Switches to the dense representation (no-op if already dense). Never
+    /// changes register values, equality or the estimate; exposed for tests
+    /// and for callers that know a sketch will grow large.
+    pub fn densify(&mut self) {
+        if let Repr::Sparse(list) = &self.repr {
+            let mut regs = vec![0u8; REGISTERS].into_boxed_slice();
+            for &e in list {
+                let (i, r) = unpack(e);
+                regs[usize::from(i)] = r;
+            }
+            self.repr = Repr::Dense(regs);
+        }
+    }
+
+    /// Register-wise maximum: afterwards `self` is the sketch of the union.
+    ///
+    /// Cost: sparse ← sparse is a linear merge (switching to dense if the
+    /// result is too big), dense ← sparse is `O(entries of other)`, anything
+    /// ← dense is `O(m)`.
+    pub fn merge(&mut self, other: &Hll) {
+        match (&mut self.repr, &other.repr) {
+            (_, Repr::Sparse(o)) if o.is_empty() => {}
+            (Repr::Dense(regs), Repr::Sparse(o)) => {
+                for &e in o {
+                    let (i, r) = unpack(e);
+                    let reg = &mut regs[usize::from(i)];
+                    if *reg < r {
+                        *reg = r;
+                    }
+                }
+            }
+            (Repr::Sparse(s), Repr::Sparse(o)) => {
+                let key = |e: &u32| *e >> 8;
+                let new = sorted::count_new(s, o, key);
+                if s.len() + new > SPARSE_MAX_ENTRIES {
+                    self.densify();
+                    self.merge(other);
+                } else {
+                    // Same index => the larger packed value has the larger rank.
+                    sorted::merge_into(s, o, new, key, u32::max);
+                }
+            }
+            (Repr::Sparse(s), Repr::Dense(o)) => {
+                let mut regs = o.clone();
+                for &e in s.iter() {
+                    let (i, r) = unpack(e);
+                    let reg = &mut regs[usize::from(i)];
+                    if *reg < r {
+                        *reg = r;
+                    }
+                }
+                self.repr = Repr::Dense(regs);
+            }
+            (Repr::Dense(d), Repr::Dense(o)) => {
+                for (a, &b) in d.iter_mut().zip(o.iter()) {
+                    *a = (*a).max(b);
+                }
+            }
+        }
+    }
+
+    /// Histogram of register values: `hist[k]` = number of registers equal to
+    /// `k`. `O(entries)` for sparse sketches.
+    fn histogram(&self) -> [u32; 256] {
+        let mut hist = [0u32; 256];
+        match &self.repr {
+            Repr::Sparse(list) => {
+                hist[0] = (REGISTERS - list.len()) as u32;
+                for &e in list {
+                    hist[usize::from(e as u8)] += 1;
+                }
+            }
+            Repr::Dense(regs) => {
+                // Four interleaved histograms avoid store-to-load stalls on
+                // runs of equal register values.
+                let mut h = [[0u32; 256]; 4];
+                for c in regs.chunks_exact(4) {
+                    h[0][usize::from(c[0])] += 1;
+                    h[1][usize::from(c[1])] += 1;
+                    h[2][usize::from(c[2])] += 1;
+                    h[3][usize::from(c[3])] += 1;
+                }
+                for (k, slot) in hist.iter_mut().enumerate() {
+                    *slot = h[0][k] + h[1][k] + h[2][k] + h[3][k];
+                }
+            }
+        }
+        hist
+    }
+
+    /// Cardinality estimate as `f64` (Ertl's improved raw estimator).
+    /// Depends only on the register values.
+    pub fn estimate_f64(&self) -> f64 {
+        ertl_estimate(&self.histogram())
+    }
+
+    /// Cardinality estimate, rounded to the nearest integer (`0` for an empty
+    /// sketch; saturates at `u64::MAX` when every register is at its maximum).
+    pub fn estimate(&self) -> u64 {
+        self.estimate_f64().round() as u64
+    }
+
+    /// `true` if nothing was inserted (all registers are zero).
+    pub fn is_empty(&self) -> bool {
+        match &self.repr {
+            Repr::Sparse(list) => list.is_empty(),
+            Repr::Dense(regs) => regs.iter().all(|&r| r == 0),
+        }
+    }
+
+    /// The non-zero registers as `(index, rank)`, in increasing index order.
+    pub fn register_pairs(&self) -> impl Iterator<Item = (u16, u8)> + '_ {
+        let (sparse, dense) = match &self.repr {
+            Repr::Sparse(list) => (Some(list.iter().map(|&e| unpack(e))), None),
+            Repr::Dense(regs) => (
+                None,
+                Some(
+                    regs.iter()
+                        .enumerate()
+                        .filter(|(_, &r)| r != 0)
+                        .map(|(i, &r)| (i as u16, r)),
+                ),
+            ),
+        };
+        sparse
+            .into_iter()
+            .flatten()
+            .chain(dense.into_iter().flatten())
+    }
+
+    /// Rebuilds a sketch from [`register_pairs`](Self::register_pairs):
+    /// indices strictly increasing and `< 16384`, ranks in `1..=51`.
+    pub fn from_register_pairs(
+        pairs: impl IntoIterator<Item = (u16, u8)>,
+    ) -> Result<Self, SketchError> {
+        let mut hll = Hll::new();
+        let mut prev: Option<u16> = None;
+        for (i, r) in pairs {
+            if usize::from(i) >= REGISTERS {
+                return Err(SketchError::RegisterIndexOutOfRange(u32::from(i)));
+            }
+            if prev.is_some_and(|p| i <= p) {
+                return Err(SketchError::NotStrictlyIncreasing {
+                    index: i64::from(i),
+                });
+            }
+            if r == 0 || r > MAX_RANK {
+                return Err(SketchError::RankOutOfRange {
+                    index: u32::from(i),
+                    rank: r,
+                });
+            }
+            prev = Some(i);
+            match &mut hll.repr {
+                Repr::Sparse(list) if list.len() < SPARSE_MAX_ENTRIES => {
+                    list.push(pack(u32::from(i), r))
+                }
+                Repr::Sparse(_) => {
+                    hll.densify();
+                    hll.set_max(u32::from(i), r);
+                }
+                Repr::Dense(regs) => regs[usize::from(i)] = r,
+            }
+        }
+        Ok(hll)
+    }
+
+    /// Approximate heap usage in bytes.
+    pub fn heap_bytes(&self) -> usize {
+        match &self.repr {
+            Repr::Sparse(list) => list.capacity() * std::mem::size_of::<u32>(),
+            Repr::Dense(regs) => regs.len(),
+        }
+    }
+
+    /// Compact binary encoding, format version 1. Sparse sketches stay sparse:
+    ///
+    /// ```text
+    /// u8 FORMAT_VERSION (= 1)
+    /// u8 tag: 0 = sparse, 1 = dense
+    /// sparse: varint k, then k × { varint index (first: absolute,
+    ///         others: index − previous − 1), u8 rank }
+    /// dense:  12288 bytes: the 16384 registers packed 6 bits each,
+    ///         4 registers per 3 bytes, little-endian
+    /// ```
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match &self.repr {
+            Repr::Sparse(list) => {
+                let mut out = Vec::with_capacity(3 + list.len() * 3);
+                out.push(Self::FORMAT_VERSION);
+                out.push(TAG_SPARSE);
+                put_u64(&mut out, list.len() as u64);
+                let mut prev: Option<u32> = None;
+                for &e in list {
+                    let i = e >> 8;
+                    let delta = match prev {
+                        None => i,
+                        Some(p) => i - p - 1,
+                    };
+                    put_u64(&mut out, u64::from(delta));
+                    out.push(e as u8);
+                    prev = Some(i);
+                }
+                out
+            }
+            Repr::Dense(regs) => {
+                let mut out = Vec::with_capacity(2 + PACKED_DENSE_LEN);
+                out.push(Self::FORMAT_VERSION);
+                out.push(TAG_DENSE);
+                for c in regs.chunks_exact(4) {
+                    let w = u32::from(c[0])
+                        | u32::from(c[1]) << 6
+                        | u32::from(c[2]) << 12
+                        | u32::from(c[3]) << 18;
+                    out.extend_from_slice(&w.to_le_bytes()[..3]);
+                }
+                out
+            }
+        }
+    }
+
+    /// Decodes [`to_bytes`](Self::to_bytes) output. Corrupt, truncated or
+    /// over-long input yields a [`SketchError`]; this never panics. A sparse
+    /// encoding decodes to a sparse sketch (unless it holds more entries than
+    /// [`SPARSE_MAX_ENTRIES`]), a dense one to a dense sketch.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, SketchError> {
+        let mut r = Reader::new(bytes);
+        let version = r.u8()?;
+        if version != Self::FORMAT_VERSION {
+            return Err(SketchError::UnsupportedVersion(version));
+        }
+        match r.u8()? {
+            TAG_SPARSE => {
+                let k = r.u64()?;
+                // Each entry takes at least 2 bytes; indices are unique.
+                if k > (r.remaining() / 2) as u64 || k > REGISTERS as u64 {
+                    return Err(SketchError::BadLength(k));
+                }
+                let mut pairs = Vec::with_capacity(k as usize);
+                let mut prev: Option<u64> = None;
+                for _ in 0..k {
+                    let delta = r.u64()?;
+                    let i = match prev {
+                        None => delta,
+                        Some(p) => p.saturating_add(1).saturating_add(delta),
+                    };
+                    let rank = r.u8()?;
+                    let i16 = u16::try_from(i)
+                        .ok()
+                        .filter(|&v| usize::from(v) < REGISTERS)
+                        .ok_or(SketchError::RegisterIndexOutOfRange(
+                            u32::try_from(i).unwrap_or(u32::MAX),
+                        ))?;
+                    pairs.push((i16, rank));
+                    prev = Some(i);
+                }
+                r.finish()?;
+                Self::from_register_pairs(pairs)
+            }
+            TAG_DENSE => {
+                let packed = r.bytes(PACKED_DENSE_LEN)?;
+                r.finish()?;
+                let mut regs = vec![0u8; REGISTERS].into_boxed_slice();
+                for (n, (src, dst)) in packed
+                    .chunks_exact(3)
+                    .zip(regs.chunks_exact_mut(4))
+                    .enumerate()
+                {
+                    let w = u32::from(src[0]) | u32::from(src[1]) << 8 | u32::from(src[2]) << 16;
+                    for (k, d) in dst.iter_mut().enumerate() {
+                        let v = ((w >> (6 * k)) & 0x3f) as u8;
+                        if v > MAX_RANK {
+                            return Err(SketchError::RankOutOfRange {
+                                index: (4 * n + k) as u32,
+                                rank: v,
+                            });
+                        }
+                        *d = v;
+                    }
+                }
+                Ok(Hll {
+                    repr: Repr::Dense(regs),
+                })
+            }
+            tag => Err(SketchError::UnknownEncoding(tag)),
+        }
+    }
+}
+
+impl PartialEq for Hll {
+    /// Compares register values, not representations.
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.repr, &other.repr) {
+            (Repr::Sparse(a), Repr::Sparse(b)) => a == b,
+            (Repr::Dense(a), Repr::Dense(b)) => a == b,
+            (Repr::Sparse(s), Repr::Dense(d)) | (Repr::Dense(d), Repr::Sparse(s)) => {
+                d.iter().filter(|&&r| r != 0).count() == s.len()
+                    && s.iter().all(|&e| {
+                        let (i, r) = unpack(e);
+                        d[usize::from(i)] == r
+                    })
+            }
+        }
+    }
+}
+
+impl Eq for Hll {}
+
+impl std::fmt::Debug for Hll {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let nonzero = match &self.repr {
+            Repr::Sparse(list) => list.len(),
+            Repr::Dense(regs) => regs.iter().filter(|&&r| r != 0).count(),
+        };
+        f.debug_struct("Hll")
+            .field("repr", &if self.is_sparse() { "sparse" } else { "dense" })
+            .field("nonzero_registers", &nonzero)
+            .field("estimate", &self.estimate())
+            .finish()
+    }
+}
+
+/// Ertl (2017), algorithm 6: improved raw estimator from the register
+/// histogram `c[0..=q+1]`.
+fn ertl_estimate(c: &[u32; 256]) -> f64 {
+    let m = REGISTERS as f64;
+    let mut z = m * tau((m - f64::from(c[Q + 1])) / m);
+    for k in (1..=Q).rev() {
+        z = 0.5 * (z + f64::from(c[k]));
+    }
+    z += m * sigma(f64::from(c[0]) / m);
+    // alpha_inf = 1 / (2 ln 2)
+    let alpha_inf = 0.5 / std::f64::consts::LN_2;
+    alpha_inf * m * m / z
+}
+
+/// `σ(x) = x + Σ_{k≥1} x^(2^k) 2^(k−1)`, `σ(1) = ∞`.
+fn sigma(x: f64) -> f64 {
+    if x == 1.0 {
+        return f64::INFINITY;
+    }
+    let mut x = x;
+    let mut y = 1.0;
+    let mut z = x;
+    loop {
+        x *= x;
+        let z_old = z;
+        z += x * y;
+        y += y;
+        if z == z_old {
+            return z;
+        }
+    }
+}
+
+/// `τ(x) = (1 − x − Σ_{k≥1} (1 − x^(2^−k))² 2^−k) / 3`, `τ(0) = τ(1) = 0`.
+fn tau(x: f64) -> f64 {
+    if x == 0.0 || x == 1.0 {
+        return 0.0;
+    }
+    let mut x = x;
+    let mut y = 1.0;
+    let mut z = 1.0 - x;
+    loop {
+        x = x.sqrt();
+        let z_old = z;
+        y *= 0.5;
+        let d = 1.0 - x;
+        z -= d * d * y;
+        if z == z_old {
+            return z / 3.0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rank_and_index_extraction() {
+        let mut h = Hll::new();
+        // Index = top 14 bits, the next bit set => rank 1.
+        h.insert_hash((5u64 << Q) | (1u64 << (Q - 1)));
+        // All low bits zero => rank capped at 51.
+        h.insert_hash(7u64 << Q);
+        // Leading zeros 3 in the low 50 bits => rank 4.
+        h.insert_hash((9u64 << Q) | (1u64 << (Q - 4)));
+        let pairs: Vec<_> = h.register_pairs().collect();
+        assert_eq!(pairs, vec![(5, 1), (7, 51), (9, 4)]);
+        h.insert_hash(u64::MAX);
+        assert_eq!(h.register_pairs().last(), Some((16383, 1)));
+    }
+
+    #[test]
+    fn sigma_tau_reference_points() {
+        assert_eq!(sigma(0.0), 0.0);
+        assert!(sigma(1.0).is_infinite());
+        // sigma(0.5) = 0.5 + 0.25 + 2*0.0625 + 4*0.00390625 + ... = 0.8907...
+        let s: f64 = 0.5
+            + (1..20)
+                .map(|k| 0.5f64.powi(1 << k) * 2f64.powi(k - 1))
+                .sum::<f64>();
+        assert!((sigma(0.5) - s).abs() < 1e-15);
+        assert_eq!(tau(0.0), 0.0);
+        assert_eq!(tau(1.0), 0.0);
+        let t = (1.0
+            - 0.5
+            - (1..60)
+                .map(|k| (1.0 - 0.5f64.powf(2f64.powi(-k))).powi(2) * 2f64.powi(-k))
+                .sum::<f64>())
+            / 3.0;
+        assert!((tau(0.5) - t).abs() < 1e-15);
+    }
+
+    #[test]
+    fn empty_and_single() {
+        let mut h = Hll::new();
+        assert_eq!(h.estimate(), 0);
+        assert!(h.is_empty());
+        assert_eq!(h.heap_bytes(), 0);
+        h.insert(b"x");
+        assert_eq!(h.estimate(), 1);
+        assert!(!h.is_empty());
+    }
+
+    #[test]
+    fn sparse_switches_to_dense_after_limit() {
+        let mut h = Hll::new();
+        let mut i = 0u64;
+        while h.register_pairs().count() < SPARSE_MAX_ENTRIES {
+            h.insert(&i.to_le_bytes());
+            i += 1;
+        }
+        assert!(h.is_sparse());
+        assert!(h.heap_bytes() <= REGISTERS / 4);
+        while h.register_pairs().count() == SPARSE_MAX_ENTRIES {
+            h.insert(&i.to_le_bytes());
+            i += 1;
+        }
+        assert!(!h.is_sparse());
+        assert_eq!(h.heap_bytes(), REGISTERS);
+    }
+
+    #[test]
+    fn full_sketch_estimate_does_not_panic() {
+        let pairs = (0..REGISTERS as u16).map(|i| (i, MAX_RANK));
+        let h = Hll::from_register_pairs(pairs).expect("valid");
+        assert_eq!(h.estimate(), u64::MAX);
+    }
+}

@@ -1,0 +1,244 @@
+//! Property tests for `Hll`, checked against an independent register model.
+
+use cxpulse_sketch::hll::{MAX_RANK, REGISTERS, SPARSE_MAX_ENTRIES};
+use cxpulse_sketch::{Hll, SketchError};
+use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
+
+/// Independent reference: 16384 registers, index = top 14 bits,
+/// rank = 1 + leading zeros of the low 50 bits (51 if they are all zero).
+fn model(hashes: &[u64]) -> Vec<u8> {
+    let mut regs = vec![0u8; REGISTERS];
+    for &h in hashes {
+        let idx = (h >> 50) as usize;
+        let w = h & ((1u64 << 50) - 1);
+        let rank = if w == 0 {
+            51
+        } else {
+            (w.leading_zeros() - 14 + 1) as u8
+        };
+        regs[idx] = regs[idx].max(rank);
+    }
+    regs
+}
+
+fn pairs_of(regs: &[u8]) -> Vec<(u16, u8)> {
+    regs.iter()
+        .enumerate()
+        .filter(|(_, &r)| r != 0)
+        .map(|(i, &r)| (i as u16, r))
+        .collect()
+}
+
+fn sketch(hashes: &[u64]) -> Hll {
+    let mut h = Hll::new();
+    for &x in hashes {
+        h.insert_hash(x);
+    }
+    h
+}
+
+/// Hash sets from a few to a few thousand entries (crossing the sparse/dense
+/// threshold of 1024 non-zero registers), plus structured hashes that hit
+/// the rank extremes.
+fn hashes() -> impl Strategy<Value = Vec<u64>> {
+    prop_oneof![
+        4 => prop::collection::vec(any::<u64>(), 0..200),
+        2 => prop::collection::vec(any::<u64>(), 900..1300),
+        1 => prop::collection::vec(any::<u64>(), 2000..4000),
+        1 => prop::collection::vec((0u64..16384, 0u32..64).prop_map(|(i, s)| (i << 50) | ((1u64 << 50) - 1) >> s), 0..100),
+    ]
+}
+
+/// A sketch of `hs`, randomly forced to dense, so that every mix of
+/// representations is exercised.
+fn maybe_dense(hs: &[u64], dense: bool) -> Hll {
+    let mut h = sketch(hs);
+    if dense {
+        h.densify();
+    }
+    h
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
+        ..ProptestConfig::with_cases(128)
+    })]
+
+    #[test]
+    fn registers_match_model(hs in hashes()) {
+        let h = sketch(&hs);
+        let expected = pairs_of(&model(&hs));
+        prop_assert_eq!(h.register_pairs().collect::<Vec<_>>(), expected.clone());
+        prop_assert_eq!(h.is_sparse(), expected.len() <= SPARSE_MAX_ENTRIES);
+        prop_assert_eq!(h.is_empty(), hs.is_empty());
+        prop_assert_eq!(Hll::from_register_pairs(expected), Ok(h));
+    }
+
+    #[test]
+    fn merge_equals_sketch_of_union(a in hashes(), b in hashes(), da: bool, db: bool) {
+        let mut m = maybe_dense(&a, da);
+        m.merge(&maybe_dense(&b, db));
+        let mut all = a.clone();
+        all.extend_from_slice(&b);
+        prop_assert_eq!(m.register_pairs().collect::<Vec<_>>(), pairs_of(&model(&all)));
+        prop_assert_eq!(&m, &sketch(&all));
+        prop_assert_eq!(m.estimate_f64().to_bits(), sketch(&all).estimate_f64().to_bits());
+    }
+
+    #[test]
+    fn merge_is_associative_and_commutative(a in hashes(), b in hashes(), c in hashes(), d in any::<[bool; 3]>()) {
+        let (sa, sb, sc) = (maybe_dense(&a, d[0]), maybe_dense(&b, d[1]), maybe_dense(&c, d[2]));
+        let mut ab = sa.clone();
+        ab.merge(&sb);
+        let mut ba = sb.clone();
+        ba.merge(&sa);
+        prop_assert_eq!(&ab, &ba);
+        let mut ab_c = ab.clone();
+        ab_c.merge(&sc);
+        let mut bc = sb.clone();
+        bc.merge(&sc);
+        let mut a_bc = sa.clone();
+        a_bc.merge(&bc);
+        prop_assert_eq!(&ab_c, &a_bc);
+        // Idempotent as well.
+        let mut aa = sa.clone();
+        aa.merge(&sa);
+        prop_assert_eq!(aa, sa);
+    }
+
+    #[test]
+    fn representation_does_not_change_estimate(hs in hashes()) {
+        let sparse = sketch(&hs);
+        let mut dense = sparse.clone();
+        dense.densify();
+        prop_assert!(!dense.is_sparse());
+        prop_assert_eq!(&sparse, &dense);
+        prop_assert_eq!(&dense, &sparse);
+        prop_assert_eq!(sparse.estimate_f64().to_bits(), dense.estimate_f64().to_bits());
+        prop_assert_eq!(sparse.estimate(), dense.estimate());
+        prop_assert_eq!(
+            sparse.register_pairs().collect::<Vec<_>>(),
+            dense.register_pairs().collect::<Vec<_>>()
+        );
+        prop_assert_eq!(sparse.is_empty(), dense.is_empty());
+    }
+
+    #[test]
+    fn bytes_round_trip_keeps_representation(hs in hashes(), dense: bool) {
+        let h = maybe_dense(&hs, dense);
+        let bytes = h.to_bytes();
+        prop_assert_eq!(bytes[0], Hll::FORMAT_VERSION);
+        let back = Hll::from_bytes(&bytes);
+        prop_assert_eq!(back.as_ref(), Ok(&h));
+        let back = back.map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(back.is_sparse(), h.is_sparse());
+        prop_assert_eq!(back.estimate_f64().to_bits(), h.estimate_f64().to_bits());
+        if h.is_sparse() {
+            // Compact: at most 2 + 3 bytes per entry + header.
+            prop_assert!(bytes.len() <= 5 + 4 * h.register_pairs().count());
+        } else {
+            prop_assert_eq!(bytes.len(), 2 + 12288);
+        }
+        for cut in [0, 1, 2, bytes.len() / 2, bytes.len() - 1] {
+            if cut < bytes.len() {
+                prop_assert!(Hll::from_bytes(&bytes[..cut]).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn from_bytes_arbitrary_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+        for prefix in [&[][..], &[1u8][..], &[1u8, 0][..]] {
+            let mut v = prefix.to_vec();
+            v.extend_from_slice(&bytes);
+            if let Ok(h) = Hll::from_bytes(&v) {
+                let pairs: Vec<_> = h.register_pairs().collect();
+                prop_assert_eq!(Hll::from_register_pairs(pairs), Ok(h.clone()));
+                let _ = h.estimate();
+            }
+        }
+    }
+
+    #[test]
+    fn from_bytes_mutated_never_panics(hs in hashes(), dense: bool, pos in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        let mut bytes = maybe_dense(&hs, dense).to_bytes();
+        let i = pos.index(bytes.len());
+        bytes[i] = byte;
+        if let Ok(h) = Hll::from_bytes(&bytes) {
+            let pairs: Vec<_> = h.register_pairs().collect();
+            prop_assert!(pairs.iter().all(|&(i, r)| (i as usize) < REGISTERS && (1..=MAX_RANK).contains(&r)));
+            prop_assert_eq!(Hll::from_register_pairs(pairs), Ok(h.clone()));
+        }
+    }
+}
+
+#[test]
+fn dense_decoder_rejects_rank_above_51() {
+    let mut bytes = Hll::new().to_bytes();
+    bytes[1] = 1; // dense tag
+    bytes.truncate(2);
+    bytes.extend(std::iter::repeat_n(0u8, 12288));
+    assert_eq!(Hll::from_bytes(&bytes), Ok(Hll::new()));
+    bytes[2] = 52; // register 0 = 52
+    assert_eq!(
+        Hll::from_bytes(&bytes),
+        Err(SketchError::RankOutOfRange { index: 0, rank: 52 })
+    );
+    bytes[2] = 0;
+    bytes.push(0);
+    assert_eq!(Hll::from_bytes(&bytes), Err(SketchError::TrailingBytes(1)));
+}
+
+#[test]
+fn typed_errors() {
+    use SketchError::*;
+    assert_eq!(Hll::from_bytes(&[]), Err(Truncated));
+    assert_eq!(Hll::from_bytes(&[2, 0, 0]), Err(UnsupportedVersion(2)));
+    assert_eq!(Hll::from_bytes(&[1, 7]), Err(UnknownEncoding(7)));
+    assert_eq!(Hll::from_bytes(&[1, 0, 0]), Ok(Hll::new()));
+    assert_eq!(
+        Hll::from_bytes(&[1, 0, 1, 0, 0]),
+        Err(RankOutOfRange { index: 0, rank: 0 })
+    );
+    assert_eq!(
+        Hll::from_bytes(&[1, 0, 1, 0, 52]),
+        Err(RankOutOfRange { index: 0, rank: 52 })
+    );
+    // index 16384 = varint [0x80, 0x80, 0x01]
+    assert_eq!(
+        Hll::from_bytes(&[1, 0, 1, 0x80, 0x80, 0x01, 3]),
+        Err(RegisterIndexOutOfRange(16384))
+    );
+    assert_eq!(Hll::from_bytes(&[1, 0, 9, 0, 1]), Err(BadLength(9)));
+    assert_eq!(
+        Hll::from_register_pairs([(3, 1), (3, 2)]),
+        Err(NotStrictlyIncreasing { index: 3 })
+    );
+    assert_eq!(
+        Hll::from_register_pairs([(16384, 1)]),
+        Err(RegisterIndexOutOfRange(16384))
+    );
+}
+
+#[test]
+fn known_sparse_encoding() {
+    let h = Hll::from_register_pairs([(3, 5), (200, 1), (201, 51)]).expect("valid");
+    // version, sparse tag, k=3, idx 3, rank 5, delta 196 = [0xc4, 0x01], rank 1, delta 0, rank 51
+    assert_eq!(h.to_bytes(), vec![1, 0, 3, 3, 5, 0xc4, 0x01, 1, 0, 51]);
+}
+
+#[test]
+fn insert_uses_xxh3_64_seed_0() {
+    // Published XXH3-64 test vector: empty input, seed 0.
+    assert_eq!(Hll::hash(b""), 0x2D06_8005_38D3_94C2);
+    for key in ["customer-42", "", "a much longer key that crosses the 16-byte and 128-byte paths of xxh3 ........................................................................................"] {
+        assert_eq!(Hll::hash(key.as_bytes()), xxhash_rust::xxh3::xxh3_64(key.as_bytes()));
+        let mut a = Hll::new();
+        a.insert(key.as_bytes());
+        let mut b = Hll::new();
+        b.insert_hash(xxhash_rust::xxh3::xxh3_64(key.as_bytes()));
+        assert_eq!(a, b);
+    }
+}
