@@ -126,7 +126,9 @@ impl TouchpointKind {
     pub fn needs_case_id(self) -> bool {
         matches!(
             self,
-            TouchpointKind::ContactOpened | TouchpointKind::AgentReplied | TouchpointKind::CaseResolved
+            TouchpointKind::ContactOpened
+                | TouchpointKind::AgentReplied
+                | TouchpointKind::CaseResolved
         )
     }
 }
@@ -257,7 +259,8 @@ impl Serialize for Currency {
 impl<'de> Deserialize<'de> for Currency {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Currency::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("invalid currency code {s:?}")))
+        Currency::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("invalid currency code {s:?}")))
     }
 }
 

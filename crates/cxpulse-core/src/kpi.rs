@@ -508,7 +508,11 @@ mod tests {
         assert_eq!(t.score(), Some(30.0));
         // Variance = (0.5 + 0.2) − 0.3² = 0.61; MoE = 1.96·100·sqrt(0.61/100) = 15.308…
         let moe = t.margin_of_error().unwrap();
-        assert!(close(moe, 1.959_963_984_540_054 * 100.0 * (0.61f64 / 100.0).sqrt(), 1e-9));
+        assert!(close(
+            moe,
+            1.959_963_984_540_054 * 100.0 * (0.61f64 / 100.0).sqrt(),
+            1e-9
+        ));
         assert!(close(moe, 15.308, 0.001), "{moe}");
     }
 

@@ -85,7 +85,11 @@ impl ValidationError {
     }
 }
 
-fn check_id(field: &'static str, value: &str, policy: &ValidationPolicy) -> Result<(), ValidationError> {
+fn check_id(
+    field: &'static str,
+    value: &str,
+    policy: &ValidationPolicy,
+) -> Result<(), ValidationError> {
     if value.is_empty() {
         return Err(ValidationError::EmptyField { field });
     }
@@ -103,7 +107,12 @@ fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), Validat
     Ok(())
 }
 
-fn check_time(field: &'static str, t: Millis, now: Millis, policy: &ValidationPolicy) -> Result<(), ValidationError> {
+fn check_time(
+    field: &'static str,
+    t: Millis,
+    now: Millis,
+    policy: &ValidationPolicy,
+) -> Result<(), ValidationError> {
     if t <= 0 {
         return Err(ValidationError::MissingEventTime { field, value: t });
     }
@@ -140,9 +149,15 @@ impl TouchpointEvent {
         }
         match (&self.amount, &self.currency) {
             (Some(_), None) => return Err(ValidationError::AmountWithoutCurrency),
-            (None, Some(c)) => return Err(ValidationError::CurrencyWithoutAmount { currency: c.clone() }),
+            (None, Some(c)) => {
+                return Err(ValidationError::CurrencyWithoutAmount {
+                    currency: c.clone(),
+                })
+            }
             (Some(_), Some(c)) if Currency::parse(c).is_none() => {
-                return Err(ValidationError::InvalidCurrency { currency: c.clone() })
+                return Err(ValidationError::InvalidCurrency {
+                    currency: c.clone(),
+                })
             }
             _ => {}
         }

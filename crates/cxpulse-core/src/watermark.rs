@@ -40,7 +40,11 @@ impl WatermarkTracker {
     }
 
     fn clock_mut(&mut self, partition: PartitionId, now: Millis) -> &mut PartitionClock {
-        let pos = match self.partitions.iter().position(|c| c.partition == partition) {
+        let pos = match self
+            .partitions
+            .iter()
+            .position(|c| c.partition == partition)
+        {
             Some(pos) => pos,
             None => {
                 self.partitions.push(PartitionClock {
@@ -76,7 +80,11 @@ impl WatermarkTracker {
     pub fn observe(&mut self, partition: PartitionId, event_time: Millis, now: Millis) {
         let clock = self.clock_mut(partition, now);
         clock.last_seen = clock.last_seen.max(now);
-        clock.max_event_time = Some(clock.max_event_time.map_or(event_time, |m| m.max(event_time)));
+        clock.max_event_time = Some(
+            clock
+                .max_event_time
+                .map_or(event_time, |m| m.max(event_time)),
+        );
     }
 
     /// Recomputes the job watermark at processing time `now` and returns it.
@@ -87,7 +95,9 @@ impl WatermarkTracker {
         let mut idle_max: Option<Millis> = None;
         for c in &self.partitions {
             let active = now.saturating_sub(c.last_seen) <= self.idle_timeout_ms;
-            let wm = c.max_event_time.map(|m| m.saturating_sub(self.allowed_lateness_ms));
+            let wm = c
+                .max_event_time
+                .map(|m| m.saturating_sub(self.allowed_lateness_ms));
             match (active, wm) {
                 // An active partition that has delivered nothing yet holds everything back.
                 (true, None) => blocked = true,
@@ -127,11 +137,15 @@ impl WatermarkTracker {
     }
 
     /// Partitions currently known, with their watermark and whether they count as idle at `now`.
-    pub fn partitions(&self, now: Millis) -> impl Iterator<Item = (PartitionId, Option<Millis>, bool)> + '_ {
+    pub fn partitions(
+        &self,
+        now: Millis,
+    ) -> impl Iterator<Item = (PartitionId, Option<Millis>, bool)> + '_ {
         self.partitions.iter().map(move |c| {
             (
                 c.partition,
-                c.max_event_time.map(|m| m.saturating_sub(self.allowed_lateness_ms)),
+                c.max_event_time
+                    .map(|m| m.saturating_sub(self.allowed_lateness_ms)),
                 now.saturating_sub(c.last_seen) > self.idle_timeout_ms,
             )
         })

@@ -170,7 +170,12 @@ impl WindowSpec {
     }
 
     /// Window ends on this window's grid (multiples of the slide, local time) in `(after, upto]`.
-    pub fn ends_in(&self, grid: &TimeGrid, after: Millis, upto: Millis) -> impl Iterator<Item = Millis> {
+    pub fn ends_in(
+        &self,
+        grid: &TimeGrid,
+        after: Millis,
+        upto: Millis,
+    ) -> impl Iterator<Item = Millis> {
         let first = grid.floor(after, self.slide_ms) + self.slide_ms;
         let slide = self.slide_ms;
         (0..)
@@ -270,7 +275,11 @@ pub struct Retention {
 
 impl Retention {
     /// The retention a set of windows needs, given how far back corrections may reach.
-    pub fn for_windows(windows: &[WindowSpec], calendar_days: bool, correction_horizon_ms: Millis) -> Retention {
+    pub fn for_windows(
+        windows: &[WindowSpec],
+        calendar_days: bool,
+        correction_horizon_ms: Millis,
+    ) -> Retention {
         let longest = |tier: Tier| {
             windows
                 .iter()
@@ -325,7 +334,11 @@ impl<K: Hash + Eq + Copy, S: Mergeable> PaneStore<K, S> {
         let closed = self.closed;
         let series = self.series.entry(key).or_default();
         let minute = grid.floor(t, MINUTE_MS);
-        update(series.tiers[Tier::Minute.index()].entry(minute).or_default());
+        update(
+            series.tiers[Tier::Minute.index()]
+                .entry(minute)
+                .or_default(),
+        );
         let hour = grid.floor(t, HOUR_MS);
         if closed.hours_until.is_some_and(|c| hour + HOUR_MS <= c) {
             update(series.tiers[Tier::Hour.index()].entry(hour).or_default());
@@ -440,8 +453,14 @@ mod tests {
         let tehran = TimeGrid::new(3 * 60 + 30).unwrap();
         // 20:30 UTC is local midnight at +03:30.
         let local_midnight = T0 + 20 * HOUR_MS + 30 * MINUTE_MS;
-        assert_eq!(tehran.floor(local_midnight + 5 * HOUR_MS, DAY_MS), local_midnight);
-        assert_eq!(tehran.ceil(local_midnight + 1, DAY_MS), local_midnight + DAY_MS);
+        assert_eq!(
+            tehran.floor(local_midnight + 5 * HOUR_MS, DAY_MS),
+            local_midnight
+        );
+        assert_eq!(
+            tehran.ceil(local_midnight + 1, DAY_MS),
+            local_midnight + DAY_MS
+        );
         assert_eq!(tehran.ceil(local_midnight, DAY_MS), local_midnight);
         assert!(TimeGrid::new(15 * 60).is_err());
     }
@@ -453,7 +472,10 @@ mod tests {
         let end = T0 + 10 * HOUR_MS + 17 * MINUTE_MS;
         assert_eq!(w.start_for(&grid, end), T0 - 13 * HOUR_MS);
         let ends: Vec<_> = w.ends_in(&grid, end, end + 3 * MINUTE_MS).collect();
-        assert_eq!(ends, vec![end + MINUTE_MS, end + 2 * MINUTE_MS, end + 3 * MINUTE_MS]);
+        assert_eq!(
+            ends,
+            vec![end + MINUTE_MS, end + 2 * MINUTE_MS, end + 3 * MINUTE_MS]
+        );
     }
 
     #[test]
@@ -468,9 +490,21 @@ mod tests {
         let frontier = T0 + minutes * MINUTE_MS;
         store.close_through(frontier);
         assert!(store.pane_count(Tier::Day) >= 3);
-        for (from_min, to_min) in [(0, 1), (5, 200), (59, 61), (0, minutes), (61, minutes - 7), (1439, 2 * 1440 + 1)] {
+        for (from_min, to_min) in [
+            (0, 1),
+            (5, 200),
+            (59, 61),
+            (0, minutes),
+            (61, minutes - 7),
+            (1439, 2 * 1440 + 1),
+        ] {
             let mut acc = Sum::default();
-            store.merge_range_into(&0, T0 + from_min * MINUTE_MS, T0 + to_min * MINUTE_MS, &mut acc);
+            store.merge_range_into(
+                &0,
+                T0 + from_min * MINUTE_MS,
+                T0 + to_min * MINUTE_MS,
+                &mut acc,
+            );
             let expected: i64 = (from_min..to_min).map(|i| i + 1).sum();
             assert_eq!(acc.0, expected, "range {from_min}..{to_min}");
         }
@@ -505,7 +539,10 @@ mod tests {
             day_ms: 2 * DAY_MS,
         };
         store.evict(frontier, &retention);
-        assert!(store.series(&0).is_none(), "series 0 only had data 3 days ago");
+        assert!(
+            store.series(&0).is_none(),
+            "series 0 only had data 3 days ago"
+        );
         assert_eq!(store.series(&1).unwrap().pane_count(Tier::Minute), 1);
     }
 }

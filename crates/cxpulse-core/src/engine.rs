@@ -1,0 +1,1026 @@
+//! The KPI window engine: turns a stream of validated CX events into "window updated" rows.
+//!
+//! Per source partition it keeps: the panes of every series, the ids it has seen (to count a
+//! redelivered event once), the support cases being joined (contact opened → first reply →
+//! resolved) and the detractors waiting for a follow-up. Events of one customer always come
+//! from one partition (the input is keyed by customer), so every join is partition-local and
+//! a partition's state can move to another instance on its own.
+//!
+//! Semantics (see `docs/windows.md` for the full contract):
+//! * An event is **accepted** when its event time is at or after `watermark − horizon`;
+//!   accepted events behind the watermark are **late** and correct already-emitted windows
+//!   (re-emitted with a higher version). Older events are **rejected** and handed back.
+//! * [`KpiEngine::advance`] emits, for every rolling window kind and every window end on its
+//!   grid up to the watermark, one row per group key with data, for the grouping sets
+//!   (channel, segment), (channel, all), (all, segment) and (all, all); and one row per
+//!   closed local calendar day.
+
+use crate::events::{
+    Channel, CxEvent, Millis, SurveyMetric, TouchpointEvent, TouchpointKind, DAY_MS, HOUR_MS,
+    MINUTE_MS,
+};
+use crate::kpi::{KpiSnapshot, KpiState, NpsGroup};
+use crate::segments::{SegmentGuard, SegmentId, ALL_LABEL};
+use crate::watermark::{PartitionId, WatermarkTracker};
+use crate::window::{
+    Mergeable, PaneStore, Retention, TimeGrid, WindowConfigError, WindowSpec, DAY_WINDOW_NAME,
+};
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::{Serialize, Serializer};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::sync::Arc;
+use thiserror::Error;
+
+/// Engine settings. All durations in milliseconds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EngineConfig {
+    pub windows: Vec<WindowSpec>,
+    /// Also emit tumbling local calendar days (window kind `day`).
+    pub calendar_days: bool,
+    /// Local time for pane and day alignment: a fixed UTC offset in minutes.
+    pub utc_offset_minutes: i32,
+    /// Watermark = highest event time − this.
+    pub allowed_lateness_ms: Millis,
+    /// How far behind the watermark an event may still correct windows.
+    pub correction_horizon_ms: Millis,
+    /// A partition silent for this long (processing time) stops holding the watermark back.
+    pub idle_timeout_ms: Millis,
+    /// At most this many distinct segments; the rest fold into `other`.
+    pub max_segments: usize,
+    /// Segments admitted up front (count toward `max_segments`).
+    pub preset_segments: Vec<String>,
+    /// Support cases are joined for at most this long after they were opened.
+    pub case_ttl_ms: Millis,
+    /// Target for first response and resolution ("answered within 24 h").
+    pub response_target_ms: Millis,
+    /// A detractor counts as followed up when an outbound contact comes within this time.
+    pub follow_up_deadline_ms: Millis,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            windows: WindowSpec::defaults(),
+            calendar_days: true,
+            utc_offset_minutes: 0,
+            allowed_lateness_ms: 2 * MINUTE_MS,
+            correction_horizon_ms: HOUR_MS,
+            idle_timeout_ms: 30_000,
+            max_segments: 200,
+            preset_segments: Vec::new(),
+            case_ttl_ms: 7 * DAY_MS,
+            response_target_ms: DAY_MS,
+            follow_up_deadline_ms: DAY_MS,
+        }
+    }
+}
+
+/// Invalid engine settings.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum EngineConfigError {
+    #[error(transparent)]
+    Window(#[from] WindowConfigError),
+    #[error("`{field}` must be {rule} (got {value})")]
+    Out {
+        field: &'static str,
+        rule: &'static str,
+        value: i64,
+    },
+}
+
+impl EngineConfig {
+    pub fn validate(&self) -> Result<(), EngineConfigError> {
+        TimeGrid::new(self.utc_offset_minutes)?;
+        if self.windows.is_empty() && !self.calendar_days {
+            return Err(WindowConfigError::NoWindows.into());
+        }
+        let mut names = FxHashSet::default();
+        for w in &self.windows {
+            w.validate()?;
+            if !names.insert(w.name.as_str()) {
+                return Err(WindowConfigError::DuplicateName(w.name.clone()).into());
+            }
+        }
+        let checks: [(&'static str, i64, i64, &'static str); 6] = [
+            ("allowed_lateness", self.allowed_lateness_ms, 0, ">= 0"),
+            ("correction_horizon", self.correction_horizon_ms, 0, ">= 0"),
+            ("idle_timeout", self.idle_timeout_ms, 1, ">= 1 ms"),
+            ("case_ttl", self.case_ttl_ms, 1, ">= 1 ms"),
+            ("response_target", self.response_target_ms, 1, ">= 1 ms"),
+            (
+                "follow_up_deadline",
+                self.follow_up_deadline_ms,
+                1,
+                ">= 1 ms",
+            ),
+        ];
+        for (field, value, min, rule) in checks {
+            if value < min {
+                return Err(EngineConfigError::Out { field, rule, value });
+            }
+        }
+        if self.preset_segments.len() > self.max_segments {
+            return Err(EngineConfigError::Out {
+                field: "preset_segments",
+                rule: "no more than max_segments entries",
+                value: i64::try_from(self.preset_segments.len()).unwrap_or(i64::MAX),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A grouping-set key: `None` stands for "all".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupKey {
+    pub channel: Option<Channel>,
+    pub segment: Option<SegmentId>,
+}
+
+impl GroupKey {
+    /// The four grouping sets an event of (channel, segment) contributes to.
+    fn grouping_sets(channel: Channel, segment: SegmentId) -> [GroupKey; 4] {
+        [
+            GroupKey {
+                channel: Some(channel),
+                segment: Some(segment),
+            },
+            GroupKey {
+                channel: Some(channel),
+                segment: None,
+            },
+            GroupKey {
+                channel: None,
+                segment: Some(segment),
+            },
+            GroupKey {
+                channel: None,
+                segment: None,
+            },
+        ]
+    }
+}
+
+/// Why an event was not counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+#[error("event time {event_time} ms is more than the correction horizon ({horizon_ms} ms) behind the watermark {watermark} ms")]
+pub struct TooLate {
+    pub event_time: Millis,
+    pub watermark: Millis,
+    pub horizon_ms: Millis,
+}
+
+/// What happened to one ingested event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// Counted. `late` when it was behind the watermark (it corrects emitted windows).
+    Accepted { late: bool },
+    /// Same id seen before on this partition: counted once already.
+    Duplicate,
+    /// Beyond the correction horizon: not counted; the caller routes it (dead letter).
+    Rejected(TooLate),
+}
+
+/// One emitted window value, ready to be upserted by a sink on
+/// (window, end, channel, segment) keeping the highest `version`.
+#[derive(Clone, Debug, Serialize)]
+pub struct KpiRow {
+    pub window: Arc<str>,
+    pub start: Millis,
+    pub end: Millis,
+    #[serde(serialize_with = "serialize_channel")]
+    pub channel: Option<Channel>,
+    #[serde(serialize_with = "serialize_segment")]
+    pub segment: Option<Arc<str>>,
+    pub watermark: Millis,
+    pub version: u64,
+    pub kpis: KpiSnapshot,
+    /// The mergeable parts behind `kpis` (for sinks that store partial aggregates).
+    #[serde(skip)]
+    pub state: KpiState,
+}
+
+impl KpiRow {
+    pub fn channel_label(&self) -> &str {
+        self.channel.map_or(ALL_LABEL, Channel::as_str)
+    }
+
+    pub fn segment_label(&self) -> &str {
+        self.segment.as_deref().unwrap_or(ALL_LABEL)
+    }
+}
+
+fn serialize_channel<S: Serializer>(c: &Option<Channel>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(c.map_or(ALL_LABEL, Channel::as_str))
+}
+
+fn serialize_segment<S: Serializer>(c: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(c.as_deref().unwrap_or(ALL_LABEL))
+}
+
+/// Counters of the engine's life so far, and its current size.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct EngineStats {
+    pub accepted: u64,
+    pub late: u64,
+    pub duplicates: u64,
+    pub rejected_too_late: u64,
+    pub segments_folded: u64,
+    pub rows_emitted: u64,
+    pub corrections_emitted: u64,
+    pub cases_expired_unanswered: u64,
+    pub series: usize,
+    pub minute_panes: usize,
+    pub hour_panes: usize,
+    pub day_panes: usize,
+    pub open_cases: usize,
+    pub follow_up_customers: usize,
+    pub dedup_ids: usize,
+}
+
+/// The opening contact of a case: earliest by (time, event id).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct CaseOpen {
+    at: Millis,
+    event_id: Box<str>,
+    key: (Channel, SegmentId),
+}
+
+#[derive(Clone, Debug, Default)]
+struct CaseState {
+    open: Option<CaseOpen>,
+    /// Sorted reply times.
+    replies: Vec<Millis>,
+    /// Sorted resolution times.
+    resolutions: Vec<Millis>,
+}
+
+/// A duration attributed to a pane: (pane time, series, duration, within target).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TimedDuration {
+    at: Millis,
+    key: (Channel, SegmentId),
+    duration: Millis,
+    within_target: bool,
+}
+
+impl CaseState {
+    fn first_at_or_after(times: &[Millis], t: Millis) -> Option<Millis> {
+        let i = times.partition_point(|x| *x < t);
+        times.get(i).copied()
+    }
+
+    fn duration_to(&self, times: &[Millis], cfg: &EngineConfig) -> Option<TimedDuration> {
+        let open = self.open.as_ref()?;
+        let at = Self::first_at_or_after(times, open.at)?;
+        let duration = at - open.at;
+        (duration <= cfg.case_ttl_ms).then_some(TimedDuration {
+            at,
+            key: open.key,
+            duration,
+            within_target: duration <= cfg.response_target_ms,
+        })
+    }
+
+    fn first_response(&self, cfg: &EngineConfig) -> Option<TimedDuration> {
+        self.duration_to(&self.replies, cfg)
+    }
+
+    fn resolution(&self, cfg: &EngineConfig) -> Option<TimedDuration> {
+        self.duration_to(&self.resolutions, cfg)
+    }
+
+    /// True when nothing that can still be accepted (at or after `floor`) can change it.
+    fn is_final(&self, floor: Millis, cfg: &EngineConfig) -> bool {
+        match &self.open {
+            None => self
+                .replies
+                .iter()
+                .chain(&self.resolutions)
+                .all(|t| *t < floor),
+            Some(open) => {
+                if open.at >= floor {
+                    return false;
+                }
+                if open.at + cfg.case_ttl_ms < floor {
+                    return true;
+                }
+                let settled = |times: &[Millis]| {
+                    Self::first_at_or_after(times, open.at).is_some_and(|t| t < floor)
+                };
+                settled(&self.replies) && settled(&self.resolutions)
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Detractor {
+    at: Millis,
+    key: (Channel, SegmentId),
+    closed: bool,
+    finalized: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+struct FollowUps {
+    /// Sorted outbound contact times.
+    outbound: Vec<Millis>,
+    detractors: Vec<Detractor>,
+}
+
+/// Everything the engine keeps for one source partition.
+#[derive(Clone, Debug)]
+struct PartitionState {
+    panes: PaneStore<GroupKey, KpiState>,
+    /// Seen event ids (128-bit hash), bucketed by event-time minute: a redelivered event
+    /// carries its original event time, so it is looked up in its own minute's bucket; hot
+    /// buckets stay small, and forgetting old ids drops whole buckets.
+    seen: BTreeMap<Millis, FxHashSet<u128>>,
+    cases: FxHashMap<Box<str>, CaseState>,
+    follow_ups: FxHashMap<u64, FollowUps>,
+    /// Pending follow-up deadlines: (deadline, customer hash).
+    deadlines: BinaryHeap<Reverse<(Millis, u64)>>,
+}
+
+impl PartitionState {
+    fn new(grid: TimeGrid) -> Self {
+        PartitionState {
+            panes: PaneStore::new(grid),
+            seen: BTreeMap::new(),
+            cases: FxHashMap::default(),
+            follow_ups: FxHashMap::default(),
+            deadlines: BinaryHeap::new(),
+        }
+    }
+}
+
+/// Pane updates plus the bookkeeping of which emitted windows they invalidate.
+struct PaneWriter<'a> {
+    panes: &'a mut PaneStore<GroupKey, KpiState>,
+    grid: TimeGrid,
+    /// Windows ending at or before this were emitted.
+    frontier: Option<Millis>,
+    dirty: &'a mut FxHashMap<GroupKey, (Millis, Millis)>,
+}
+
+impl PaneWriter<'_> {
+    fn apply(
+        &mut self,
+        key: (Channel, SegmentId),
+        t: Millis,
+        mut update: impl FnMut(&mut KpiState),
+    ) {
+        let minute = self.grid.floor(t, MINUTE_MS);
+        let corrects = self.frontier.is_some_and(|f| minute < f);
+        for k in GroupKey::grouping_sets(key.0, key.1) {
+            self.panes.apply(k, t, &mut update);
+            if corrects {
+                let e = self.dirty.entry(k).or_insert((minute, minute));
+                e.0 = e.0.min(minute);
+                e.1 = e.1.max(minute);
+            }
+        }
+    }
+
+    fn add_duration(&mut self, d: TimedDuration, first_response: bool) {
+        self.apply(d.key, d.at, |s| {
+            let tally = if first_response {
+                s.first_response_mut()
+            } else {
+                s.resolution_mut()
+            };
+            tally.add(d.duration, d.within_target);
+        });
+    }
+
+    fn retract_duration(&mut self, d: TimedDuration, first_response: bool) {
+        self.apply(d.key, d.at, |s| {
+            let tally = if first_response {
+                s.first_response_mut()
+            } else {
+                s.resolution_mut()
+            };
+            tally.retract(d.duration, d.within_target);
+        });
+    }
+}
+
+fn id_hash(id: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(id.as_bytes())
+}
+
+fn customer_hash(id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(id.as_bytes())
+}
+
+/// The rolling KPI window engine. Pure: the caller passes the processing clock in.
+#[derive(Clone, Debug)]
+pub struct KpiEngine {
+    cfg: EngineConfig,
+    grid: TimeGrid,
+    retention: Retention,
+    window_names: Vec<Arc<str>>,
+    day_name: Arc<str>,
+    watermarks: WatermarkTracker,
+    segments: SegmentGuard,
+    partitions: FxHashMap<PartitionId, PartitionState>,
+    /// Windows ending at or before this have been emitted.
+    frontier: Option<Millis>,
+    /// Per series, the minute range touched behind the frontier since the last advance.
+    dirty: FxHashMap<GroupKey, (Millis, Millis)>,
+    version: u64,
+    stats: EngineStats,
+}
+
+impl KpiEngine {
+    pub fn new(cfg: EngineConfig) -> Result<Self, EngineConfigError> {
+        cfg.validate()?;
+        let grid = TimeGrid::new(cfg.utc_offset_minutes)?;
+        let retention =
+            Retention::for_windows(&cfg.windows, cfg.calendar_days, cfg.correction_horizon_ms);
+        Ok(KpiEngine {
+            grid,
+            retention,
+            window_names: cfg
+                .windows
+                .iter()
+                .map(|w| Arc::from(w.name.as_str()))
+                .collect(),
+            day_name: Arc::from(DAY_WINDOW_NAME),
+            watermarks: WatermarkTracker::new(cfg.allowed_lateness_ms, cfg.idle_timeout_ms),
+            segments: SegmentGuard::new(cfg.max_segments, &cfg.preset_segments),
+            partitions: FxHashMap::default(),
+            frontier: None,
+            dirty: FxHashMap::default(),
+            version: 0,
+            stats: EngineStats::default(),
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// The job watermark (None until every active partition delivered an event).
+    pub fn watermark(&self) -> Option<Millis> {
+        self.watermarks.current()
+    }
+
+    /// Windows ending at or before this have been emitted.
+    pub fn frontier(&self) -> Option<Millis> {
+        self.frontier
+    }
+
+    pub fn watermarks(&self) -> &WatermarkTracker {
+        &self.watermarks
+    }
+
+    pub fn segments(&self) -> &SegmentGuard {
+        &self.segments
+    }
+
+    /// Versions handed out so far; rows of the next advance carry a higher one.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// After a restart, continue versions above what a sink already stored.
+    pub fn set_version_floor(&mut self, version: u64) {
+        self.version = self.version.max(version);
+    }
+
+    /// A partition was assigned to this instance.
+    pub fn assign_partition(&mut self, partition: PartitionId, now: Millis) {
+        self.partitions
+            .entry(partition)
+            .or_insert_with(|| PartitionState::new(self.grid));
+        self.watermarks.assign(partition, now);
+    }
+
+    /// A partition was revoked: its state is dropped (its owner restores it elsewhere).
+    pub fn revoke_partition(&mut self, partition: PartitionId) {
+        self.partitions.remove(&partition);
+        self.watermarks.revoke(partition);
+    }
+
+    /// Ingests one validated event from `partition` at processing time `now`.
+    pub fn ingest(
+        &mut self,
+        partition: PartitionId,
+        event: &CxEvent,
+        now: Millis,
+    ) -> IngestOutcome {
+        self.watermarks.touch(partition, now);
+        let t = event.event_time();
+        let watermark = self.watermarks.current();
+        if let Some(w) = watermark {
+            if t < w.saturating_sub(self.cfg.correction_horizon_ms) {
+                self.stats.rejected_too_late += 1;
+                return IngestOutcome::Rejected(TooLate {
+                    event_time: t,
+                    watermark: w,
+                    horizon_ms: self.cfg.correction_horizon_ms,
+                });
+            }
+        }
+        let grid = self.grid;
+        let state = self
+            .partitions
+            .entry(partition)
+            .or_insert_with(|| PartitionState::new(grid));
+        let minute = grid.floor(t, MINUTE_MS);
+        if !state
+            .seen
+            .entry(minute)
+            .or_default()
+            .insert(id_hash(event.id()))
+        {
+            self.stats.duplicates += 1;
+            return IngestOutcome::Duplicate;
+        }
+        let late = watermark.is_some_and(|w| t < w);
+        let segment = self.segments.admit(event.segment());
+        let key = (event.channel(), segment);
+        let mut writer = PaneWriter {
+            panes: &mut state.panes,
+            grid,
+            frontier: self.frontier,
+            dirty: &mut self.dirty,
+        };
+        let customer = customer_hash(event.customer_id());
+        match event {
+            CxEvent::Touchpoint(e) => {
+                writer.apply(key, t, |s| {
+                    s.touchpoints += 1;
+                    s.customers.insert_hash(customer);
+                    match e.kind {
+                        TouchpointKind::Purchase => {
+                            s.purchases += 1;
+                            if let (Some(amount), Some(currency)) = (e.amount, e.currency_code()) {
+                                s.revenue.add(currency, amount.units);
+                            }
+                        }
+                        TouchpointKind::ContactOpened => s.contacts += 1,
+                        _ => {}
+                    }
+                });
+                match e.kind {
+                    TouchpointKind::ContactOpened
+                    | TouchpointKind::AgentReplied
+                    | TouchpointKind::CaseResolved => {
+                        Self::join_case(&self.cfg, &mut state.cases, &mut writer, e, key);
+                    }
+                    TouchpointKind::OutboundContact => {
+                        let follow = state.follow_ups.entry(customer).or_default();
+                        let pos = follow.outbound.partition_point(|x| *x <= t);
+                        follow.outbound.insert(pos, t);
+                        let deadline = self.cfg.follow_up_deadline_ms;
+                        for d in follow.detractors.iter_mut() {
+                            if !d.closed && d.at <= t && t <= d.at + deadline {
+                                d.closed = true;
+                                if d.finalized {
+                                    writer.apply(d.key, d.at + deadline, |s| {
+                                        s.closed_loop.closed += 1
+                                    });
+                                }
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            CxEvent::Survey(r) => {
+                writer.apply(key, t, |s| {
+                    s.customers.insert_hash(customer);
+                    match r.metric {
+                        SurveyMetric::Nps => s.nps.add(r.score),
+                        SurveyMetric::Csat => s.csat.add(r.score),
+                        SurveyMetric::Ces => s.ces.add(r.score),
+                        SurveyMetric::Unknown => {}
+                    }
+                });
+                if r.metric == SurveyMetric::Nps && NpsGroup::of(r.score) == NpsGroup::Detractor {
+                    let deadline = self.cfg.follow_up_deadline_ms;
+                    let follow = state.follow_ups.entry(customer).or_default();
+                    let i = follow.outbound.partition_point(|x| *x < t);
+                    let closed = follow.outbound.get(i).is_some_and(|o| *o <= t + deadline);
+                    follow.detractors.push(Detractor {
+                        at: t,
+                        key,
+                        closed,
+                        finalized: false,
+                    });
+                    state.deadlines.push(Reverse((t + deadline, customer)));
+                }
+            }
+        }
+        self.stats.accepted += 1;
+        if late {
+            self.stats.late += 1;
+        }
+        self.watermarks.observe(partition, t, now);
+        self.watermarks.advance(now);
+        IngestOutcome::Accepted { late }
+    }
+
+    fn join_case(
+        cfg: &EngineConfig,
+        cases: &mut FxHashMap<Box<str>, CaseState>,
+        writer: &mut PaneWriter<'_>,
+        e: &TouchpointEvent,
+        key: (Channel, SegmentId),
+    ) {
+        let Some(case_id) = e.case_id.as_deref() else {
+            return;
+        };
+        let case = match cases.get_mut(case_id) {
+            Some(c) => c,
+            None => cases.entry(Box::from(case_id)).or_default(),
+        };
+        let before = (case.first_response(cfg), case.resolution(cfg));
+        let t = e.occurred_at;
+        match e.kind {
+            TouchpointKind::ContactOpened => {
+                let candidate = CaseOpen {
+                    at: t,
+                    event_id: Box::from(e.event_id.as_str()),
+                    key,
+                };
+                let earlier = case
+                    .open
+                    .as_ref()
+                    .is_none_or(|o| (candidate.at, &*candidate.event_id) < (o.at, &*o.event_id));
+                if earlier {
+                    case.open = Some(candidate);
+                }
+            }
+            TouchpointKind::AgentReplied => {
+                let pos = case.replies.partition_point(|x| *x <= t);
+                case.replies.insert(pos, t);
+            }
+            TouchpointKind::CaseResolved => {
+                let pos = case.resolutions.partition_point(|x| *x <= t);
+                case.resolutions.insert(pos, t);
+            }
+            _ => return,
+        }
+        let after = (case.first_response(cfg), case.resolution(cfg));
+        if before.0 != after.0 {
+            if let Some(d) = before.0 {
+                writer.retract_duration(d, true);
+            }
+            if let Some(d) = after.0 {
+                writer.add_duration(d, true);
+            }
+        }
+        if before.1 != after.1 {
+            if let Some(d) = before.1 {
+                writer.retract_duration(d, false);
+            }
+            if let Some(d) = after.1 {
+                writer.add_duration(d, false);
+            }
+        }
+    }
+
+    /// Moves event time forward to the watermark at `now`: finalizes follow-up deadlines,
+    /// emits every window that became complete and re-emits the windows corrected by late
+    /// events since the last call. Rows of one call share one (higher) version.
+    pub fn advance(&mut self, now: Millis) -> Vec<KpiRow> {
+        let Some(watermark) = self.watermarks.advance(now) else {
+            return Vec::new();
+        };
+        self.finalize_follow_ups(watermark);
+        let new_frontier = self.grid.floor(watermark, MINUTE_MS);
+        let old_frontier = match self.frontier {
+            Some(f) if f >= new_frontier && self.dirty.is_empty() => return Vec::new(),
+            Some(f) => f,
+            // The first frontier: the window ending there is the first one emitted.
+            None => new_frontier - 1,
+        };
+        let new_frontier = new_frontier.max(old_frontier);
+        for p in self.partitions.values_mut() {
+            p.panes.close_through(new_frontier);
+        }
+        self.version += 1;
+        let mut rows = Vec::new();
+        let keys = self.all_keys();
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut ends = Vec::new();
+        for (wi, w) in self.cfg.windows.iter().enumerate() {
+            for key in &keys {
+                ends.clear();
+                // Corrections: emitted ends after the earliest touched minute whose window
+                // still reaches the latest touched minute; then the new ends.
+                if let Some((lo, hi)) = dirty.get(key) {
+                    ends.extend(
+                        w.ends_in(&self.grid, *lo, old_frontier)
+                            .filter(|end| w.start_for(&self.grid, *end) <= *hi),
+                    );
+                }
+                let corrections = ends.len();
+                ends.extend(w.ends_in(&self.grid, old_frontier, new_frontier));
+                if ends.is_empty() {
+                    continue;
+                }
+                let states = self.window_states(key, w, &ends);
+                for (i, (end, state)) in ends.iter().zip(states).enumerate() {
+                    if state.is_empty() {
+                        continue;
+                    }
+                    if i < corrections {
+                        self.stats.corrections_emitted += 1;
+                    }
+                    let start = w.start_for(&self.grid, *end);
+                    rows.push(self.make_row(
+                        &self.window_names[wi],
+                        key,
+                        start,
+                        *end,
+                        watermark,
+                        state,
+                    ));
+                }
+            }
+        }
+        if self.cfg.calendar_days {
+            self.emit_days(
+                &keys,
+                &dirty,
+                old_frontier,
+                new_frontier,
+                watermark,
+                &mut rows,
+            );
+        }
+        self.stats.rows_emitted += rows.len() as u64;
+        self.frontier = Some(new_frontier);
+        if new_frontier > old_frontier {
+            self.evict(watermark, new_frontier);
+        }
+        rows
+    }
+
+    fn emit_days(
+        &mut self,
+        keys: &[GroupKey],
+        dirty: &FxHashMap<GroupKey, (Millis, Millis)>,
+        old_frontier: Millis,
+        new_frontier: Millis,
+        watermark: Millis,
+        rows: &mut Vec<KpiRow>,
+    ) {
+        let first_new_day_end = self.grid.floor(old_frontier, DAY_MS) + DAY_MS;
+        for key in keys {
+            let mut day_ends: Vec<Millis> = Vec::new();
+            if let Some((lo, hi)) = dirty.get(key) {
+                let mut d = self.grid.floor(*lo, DAY_MS);
+                while d <= *hi && d + DAY_MS <= old_frontier {
+                    day_ends.push(d + DAY_MS);
+                    d += DAY_MS;
+                }
+            }
+            let mut end = first_new_day_end;
+            while end <= new_frontier {
+                if end > old_frontier {
+                    day_ends.push(end);
+                }
+                end += DAY_MS;
+            }
+            for end in day_ends {
+                if let Some(row) =
+                    self.row(&self.day_name.clone(), key, end - DAY_MS, end, watermark)
+                {
+                    if end <= old_frontier {
+                        self.stats.corrections_emitted += 1;
+                    }
+                    rows.push(row);
+                }
+            }
+        }
+    }
+
+    fn all_keys(&self) -> Vec<GroupKey> {
+        let mut keys: Vec<GroupKey> = if self.partitions.len() == 1 {
+            self.partitions
+                .values()
+                .flat_map(|p| p.panes.keys().copied())
+                .collect()
+        } else {
+            let set: FxHashSet<GroupKey> = self
+                .partitions
+                .values()
+                .flat_map(|p| p.panes.keys().copied())
+                .collect();
+            set.into_iter().collect()
+        };
+        keys.sort_unstable();
+        keys
+    }
+
+    /// The merged state of `key` over `[start, end)` across partitions.
+    pub fn window_state(&self, key: &GroupKey, start: Millis, end: Millis) -> KpiState {
+        let mut acc = KpiState::default();
+        for p in self.partitions.values() {
+            p.panes.merge_range_into(key, start, end, &mut acc);
+        }
+        acc
+    }
+
+    /// The states of the windows of `w` ending at each of `ends` (ascending) for `key`.
+    ///
+    /// Consecutive ends share almost all their panes, so they are evaluated together: for a
+    /// run of ends `t_1 < … < t_k` whose windows all contain `t_1`'s start-to-`t_1` overlap,
+    /// window `i` = suffix `[s_i, t_1)` ⊕ prefix `[t_1, t_i)`, where suffixes are built
+    /// backwards and prefixes forwards one small range at a time. A row then costs about two
+    /// merges instead of one per pane.
+    fn window_states(&self, key: &GroupKey, w: &WindowSpec, ends: &[Millis]) -> Vec<KpiState> {
+        let range = |from: Millis, to: Millis, acc: &mut KpiState| {
+            if from < to {
+                for p in self.partitions.values() {
+                    p.panes.merge_range_into(key, from, to, acc);
+                }
+            }
+        };
+        let mut out = Vec::with_capacity(ends.len());
+        let mut i = 0;
+        while i < ends.len() {
+            // The longest run starting at i whose last window starts at or before ends[i].
+            let pivot = ends[i];
+            let mut j = i + 1;
+            while j < ends.len() && w.start_for(&self.grid, ends[j]) <= pivot {
+                j += 1;
+            }
+            let run = &ends[i..j];
+            let starts: Vec<Millis> = run.iter().map(|e| w.start_for(&self.grid, *e)).collect();
+            // Suffixes [s_m, pivot), built from the last one backwards.
+            let mut suffixes = vec![KpiState::default(); run.len()];
+            let last = run.len() - 1;
+            range(starts[last], pivot, &mut suffixes[last]);
+            for m in (0..last).rev() {
+                let (head, tail) = suffixes.split_at_mut(m + 1);
+                let next = &tail[0];
+                let mut acc = KpiState::default();
+                range(starts[m], starts[m + 1], &mut acc);
+                if acc.is_empty() {
+                    head[m] = next.clone();
+                } else {
+                    acc.merge(next);
+                    head[m] = acc;
+                }
+            }
+            // Prefixes [pivot, t_m), built forwards; window m = suffix m ⊕ prefix m.
+            let mut prefix = KpiState::default();
+            for (m, suffix) in suffixes.into_iter().enumerate() {
+                if m > 0 {
+                    range(run[m - 1], run[m], &mut prefix);
+                }
+                let mut state = suffix;
+                if !prefix.is_empty() {
+                    state.merge(&prefix);
+                }
+                out.push(state);
+            }
+            i = j;
+        }
+        out
+    }
+
+    fn row(
+        &self,
+        window: &Arc<str>,
+        key: &GroupKey,
+        start: Millis,
+        end: Millis,
+        watermark: Millis,
+    ) -> Option<KpiRow> {
+        let state = self.window_state(key, start, end);
+        (!state.is_empty()).then(|| self.make_row(window, key, start, end, watermark, state))
+    }
+
+    fn make_row(
+        &self,
+        window: &Arc<str>,
+        key: &GroupKey,
+        start: Millis,
+        end: Millis,
+        watermark: Millis,
+        state: KpiState,
+    ) -> KpiRow {
+        KpiRow {
+            window: window.clone(),
+            start,
+            end,
+            channel: key.channel,
+            segment: key.segment.map(|s| self.segments.name(s).clone()),
+            watermark,
+            version: self.version,
+            kpis: state.snapshot(),
+            state,
+        }
+    }
+
+    fn finalize_follow_ups(&mut self, watermark: Millis) {
+        let deadline = self.cfg.follow_up_deadline_ms;
+        for state in self.partitions.values_mut() {
+            let mut writer = PaneWriter {
+                panes: &mut state.panes,
+                grid: self.grid,
+                frontier: self.frontier,
+                dirty: &mut self.dirty,
+            };
+            while let Some(Reverse((due, customer))) = state.deadlines.peek().copied() {
+                if due >= watermark {
+                    break;
+                }
+                state.deadlines.pop();
+                let Some(follow) = state.follow_ups.get_mut(&customer) else {
+                    continue;
+                };
+                for d in follow.detractors.iter_mut() {
+                    if !d.finalized && d.at + deadline < watermark {
+                        d.finalized = true;
+                        let closed = u64::from(d.closed);
+                        writer.apply(d.key, d.at + deadline, |s| {
+                            s.closed_loop.due += 1;
+                            s.closed_loop.closed += closed;
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops state nothing acceptable can change any more.
+    fn evict(&mut self, watermark: Millis, frontier: Millis) {
+        let floor = watermark.saturating_sub(self.cfg.correction_horizon_ms);
+        let deadline = self.cfg.follow_up_deadline_ms;
+        let cfg = &self.cfg;
+        let mut expired_unanswered = 0;
+        for state in self.partitions.values_mut() {
+            state.panes.evict(frontier, &self.retention);
+            let keep_from = self.grid.floor(floor, MINUTE_MS);
+            state.seen = state.seen.split_off(&keep_from);
+            state.cases.retain(|_, case| {
+                let done = case.is_final(floor, cfg);
+                if done && case.open.is_some() && case.first_response(cfg).is_none() {
+                    expired_unanswered += 1;
+                }
+                !done
+            });
+            state.follow_ups.retain(|_, f| {
+                f.outbound.retain(|t| *t >= floor);
+                f.detractors
+                    .retain(|d| !(d.finalized && d.at + deadline < floor));
+                !(f.outbound.is_empty() && f.detractors.is_empty())
+            });
+        }
+        self.stats.cases_expired_unanswered += expired_unanswered;
+    }
+
+    /// Counters and current sizes.
+    pub fn stats(&self) -> EngineStats {
+        let mut s = self.stats.clone();
+        s.segments_folded = self.segments.folded_events();
+        s.series = self
+            .partitions
+            .values()
+            .map(|p| p.panes.series_count())
+            .sum();
+        s.minute_panes = self.pane_count(crate::window::Tier::Minute);
+        s.hour_panes = self.pane_count(crate::window::Tier::Hour);
+        s.day_panes = self.pane_count(crate::window::Tier::Day);
+        s.open_cases = self.partitions.values().map(|p| p.cases.len()).sum();
+        s.follow_up_customers = self.partitions.values().map(|p| p.follow_ups.len()).sum();
+        s.dedup_ids = self
+            .partitions
+            .values()
+            .flat_map(|p| p.seen.values())
+            .map(|b| b.len())
+            .sum();
+        s
+    }
+
+    fn pane_count(&self, tier: crate::window::Tier) -> usize {
+        self.partitions
+            .values()
+            .map(|p| p.panes.pane_count(tier))
+            .sum()
+    }
+
+    /// Approximate bytes held in panes (walks every pane: for benchmarks and periodic gauges).
+    pub fn pane_bytes(&self) -> usize {
+        self.partitions
+            .values()
+            .flat_map(|p| p.panes.iter())
+            .flat_map(|(_, series)| {
+                crate::window::Tier::ALL
+                    .into_iter()
+                    .flat_map(move |tier| series.panes(tier).map(|(_, s)| s.approx_bytes() + 48))
+            })
+            .sum()
+    }
+}
