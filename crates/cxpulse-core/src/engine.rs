@@ -186,6 +186,8 @@ pub enum IngestOutcome {
 /// (window, end, channel, segment) keeping the highest `version`.
 #[derive(Clone, Debug, Serialize)]
 pub struct KpiRow {
+    /// `None`: merged over every partition of this engine; `Some(p)`: partition `p`'s part.
+    pub partition: Option<PartitionId>,
     pub window: Arc<str>,
     pub start: Millis,
     pub end: Millis,
@@ -217,6 +219,17 @@ fn serialize_channel<S: Serializer>(c: &Option<Channel>, s: S) -> Result<S::Ok, 
 
 fn serialize_segment<S: Serializer>(c: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(c.as_deref().unwrap_or(ALL_LABEL))
+}
+
+/// One persisted pane: a partition's mergeable parts for one (channel, segment) and period.
+#[derive(Clone, Debug)]
+pub struct PaneRecord {
+    pub partition: PartitionId,
+    pub tier: crate::window::Tier,
+    pub start: Millis,
+    pub channel: Channel,
+    pub segment: Arc<str>,
+    pub state: KpiState,
 }
 
 /// Counters of the engine's life so far, and its current size.
@@ -911,6 +924,7 @@ impl KpiEngine {
         state: KpiState,
     ) -> KpiRow {
         KpiRow {
+            partition: None,
             window: window.clone(),
             start,
             end,
@@ -979,6 +993,31 @@ impl KpiEngine {
             });
         }
         self.stats.cases_expired_unanswered += expired_unanswered;
+    }
+
+    /// Every (channel, segment) pane of `partition` written since the last call, in all
+    /// tiers, with its full current state (a sink upserts them). Grouping-set panes are not
+    /// returned: they are rebuilt from these on restore.
+    pub fn take_changed_panes(&mut self, partition: PartitionId) -> Vec<PaneRecord> {
+        let Some(state) = self.partitions.get_mut(&partition) else {
+            return Vec::new();
+        };
+        let segments = &self.segments;
+        state
+            .panes
+            .take_changed(|k| k.channel.is_some() && k.segment.is_some())
+            .into_iter()
+            .filter_map(|(k, tier, start, s)| {
+                Some(PaneRecord {
+                    partition,
+                    tier,
+                    start,
+                    channel: k.channel?,
+                    segment: segments.name(k.segment?).clone(),
+                    state: s.clone(),
+                })
+            })
+            .collect()
     }
 
     /// Counters and current sizes.

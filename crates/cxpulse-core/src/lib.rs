@@ -13,6 +13,8 @@ pub mod validate;
 pub mod watermark;
 pub mod window;
 
-pub use engine::{EngineConfig, EngineStats, GroupKey, IngestOutcome, KpiEngine, KpiRow, TooLate};
+pub use engine::{
+    EngineConfig, EngineStats, GroupKey, IngestOutcome, KpiEngine, KpiRow, PaneRecord, TooLate,
+};
 pub use events::*;
 pub use validate::{ValidationError, ValidationPolicy};

@@ -16,7 +16,7 @@
 //! days start at local midnight.
 
 use crate::events::{Millis, DAY_MS, HOUR_MS, MINUTE_MS};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::hash::Hash;
@@ -312,6 +312,8 @@ pub struct PaneStore<K, S> {
     grid: TimeGrid,
     series: FxHashMap<K, PaneSeries<S>>,
     closed: Closed,
+    /// Panes written since the last [`PaneStore::take_changed`].
+    changed: FxHashSet<(K, Tier, Millis)>,
 }
 
 impl<K: Hash + Eq + Copy, S: Mergeable> PaneStore<K, S> {
@@ -320,6 +322,7 @@ impl<K: Hash + Eq + Copy, S: Mergeable> PaneStore<K, S> {
             grid,
             series: FxHashMap::default(),
             closed: Closed::default(),
+            changed: FxHashSet::default(),
         }
     }
 
@@ -355,10 +358,12 @@ impl<K: Hash + Eq + Copy, S: Mergeable> PaneStore<K, S> {
         let hours_to = grid.floor(frontier, HOUR_MS);
         let hours_from = self.closed.hours_until.unwrap_or(Millis::MIN);
         if hours_to > hours_from {
-            for series in self.series.values_mut() {
+            for (key, series) in self.series.iter_mut() {
                 let [minutes, hours, _] = &mut series.tiers;
                 for (t, s) in minutes.range(hours_from..hours_to) {
-                    hours.entry(grid.floor(*t, HOUR_MS)).or_default().merge(s);
+                    let hour = grid.floor(*t, HOUR_MS);
+                    hours.entry(hour).or_default().merge(s);
+                    self.changed.insert((*key, Tier::Hour, hour));
                 }
             }
             self.closed.hours_until = Some(hours_to);
@@ -366,10 +371,12 @@ impl<K: Hash + Eq + Copy, S: Mergeable> PaneStore<K, S> {
         let days_to = grid.floor(frontier, DAY_MS);
         let days_from = self.closed.days_until.unwrap_or(Millis::MIN);
         if days_to > days_from {
-            for series in self.series.values_mut() {
+            for (key, series) in self.series.iter_mut() {
                 let [_, hours, days] = &mut series.tiers;
                 for (t, s) in hours.range(days_from..days_to) {
-                    days.entry(grid.floor(*t, DAY_MS)).or_default().merge(s);
+                    let day = grid.floor(*t, DAY_MS);
+                    days.entry(day).or_default().merge(s);
+                    self.changed.insert((*key, Tier::Day, day));
                 }
             }
             self.closed.days_until = Some(days_to);
@@ -394,6 +401,36 @@ impl<K: Hash + Eq + Copy, S: Mergeable> PaneStore<K, S> {
             }
             !series.is_empty()
         });
+    }
+
+    /// The panes written since the last call (still present; evicted ones are skipped), for
+    /// sinks that persist panes. Keys are filtered by `keep`.
+    pub fn take_changed(&mut self, mut keep: impl FnMut(&K) -> bool) -> Vec<(K, Tier, Millis, &S)> {
+        let changed = std::mem::take(&mut self.changed);
+        let mut out: Vec<(K, Tier, Millis, &S)> = changed
+            .into_iter()
+            .filter(|(k, _, _)| keep(k))
+            .filter_map(|(k, tier, start)| {
+                let s = self.series.get(&k)?.tiers[tier.index()].get(&start)?;
+                Some((k, tier, start, s))
+            })
+            .collect();
+        out.sort_unstable_by_key(|(_, tier, start, _)| (*tier, *start));
+        out
+    }
+
+    /// Inserts a pane as it was persisted (restore). Hour/day panes count as closed.
+    pub fn restore_pane(&mut self, key: K, tier: Tier, start: Millis, state: &S) {
+        let pane = self.series.entry(key).or_default().tiers[tier.index()]
+            .entry(start)
+            .or_default();
+        pane.merge(state);
+    }
+
+    /// After a restore: every hour/day ending at or before `frontier` is closed.
+    pub fn mark_closed_through(&mut self, frontier: Millis) {
+        self.closed.hours_until = Some(self.grid.floor(frontier, HOUR_MS));
+        self.closed.days_until = Some(self.grid.floor(frontier, DAY_MS));
     }
 
     /// The merged state of `key` over `[from, to)`, or `None` when the series is unknown.
