@@ -226,7 +226,8 @@ impl Revenue {
         self.add_line(currency, i128::from(units), 1);
     }
 
-    fn add_line(&mut self, currency: Currency, units: i128, count: u64) {
+    /// Adds a whole line (total units and number of amounts), e.g. when restoring a pane.
+    pub fn add_line(&mut self, currency: Currency, units: i128, count: u64) {
         match self.lines.binary_search_by(|l| l.0.cmp(&currency)) {
             Ok(i) => {
                 self.lines[i].1 += units;
