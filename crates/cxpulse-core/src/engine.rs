@@ -56,6 +56,8 @@ pub struct EngineConfig {
     pub response_target_ms: Millis,
     /// A detractor counts as followed up when an outbound contact comes within this time.
     pub follow_up_deadline_ms: Millis,
+    /// Remember written panes for [`KpiEngine::take_changed_panes`] (a sink persists them).
+    pub persist_panes: bool,
 }
 
 impl Default for EngineConfig {
@@ -72,6 +74,7 @@ impl Default for EngineConfig {
             case_ttl_ms: 7 * DAY_MS,
             response_target_ms: DAY_MS,
             follow_up_deadline_ms: DAY_MS,
+            persist_panes: false,
         }
     }
 }
@@ -132,10 +135,19 @@ impl EngineConfig {
 }
 
 /// A grouping-set key: `None` stands for "all".
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct GroupKey {
     pub channel: Option<Channel>,
     pub segment: Option<SegmentId>,
+}
+
+impl std::hash::Hash for GroupKey {
+    /// One word per key: this is hashed four times per event.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let channel = self.channel.map_or(0xFF, |c| c as u64);
+        let segment = self.segment.map_or(0xFFFF_FFFF, u64::from);
+        state.write_u64(channel << 32 | segment);
+    }
 }
 
 impl GroupKey {
@@ -358,9 +370,9 @@ struct PartitionState {
 }
 
 impl PartitionState {
-    fn new(grid: TimeGrid) -> Self {
+    fn new(grid: TimeGrid, persist_panes: bool) -> Self {
         PartitionState {
-            panes: PaneStore::new(grid),
+            panes: PaneStore::new(grid).with_persistence(persist_panes),
             seen: BTreeMap::new(),
             cases: FxHashMap::default(),
             follow_ups: FxHashMap::default(),
@@ -509,7 +521,7 @@ impl KpiEngine {
     pub fn assign_partition(&mut self, partition: PartitionId, now: Millis) {
         self.partitions
             .entry(partition)
-            .or_insert_with(|| PartitionState::new(self.grid));
+            .or_insert_with(|| PartitionState::new(self.grid, self.cfg.persist_panes));
         self.watermarks.assign(partition, now);
     }
 
@@ -540,10 +552,11 @@ impl KpiEngine {
             }
         }
         let grid = self.grid;
+        let persist = self.cfg.persist_panes;
         let state = self
             .partitions
             .entry(partition)
-            .or_insert_with(|| PartitionState::new(grid));
+            .or_insert_with(|| PartitionState::new(grid, persist));
         let minute = grid.floor(t, MINUTE_MS);
         if !state
             .seen
@@ -716,6 +729,7 @@ impl KpiEngine {
         };
         let new_frontier = new_frontier.max(old_frontier);
         for p in self.partitions.values_mut() {
+            p.panes.prepare_reads();
             p.panes.close_through(new_frontier);
         }
         self.version += 1;

@@ -336,6 +336,10 @@ impl Mergeable for KpiState {
             && self.revenue.is_empty()
             && self.customers.is_empty()
     }
+
+    fn prepare(&mut self) {
+        self.customers.flush_pending();
+    }
 }
 
 /// NPS values.

@@ -16,7 +16,7 @@
 //! days start at local midnight.
 
 use crate::events::{Millis, DAY_MS, HOUR_MS, MINUTE_MS};
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::hash::Hash;
@@ -28,7 +28,14 @@ pub trait Mergeable: Clone + Default {
     fn merge(&mut self, other: &Self);
     /// True when the state holds nothing (a window made only of empty panes is not emitted).
     fn is_empty(&self) -> bool;
+    /// Called once on every pane written since the last reads, before panes are read
+    /// (e.g. to fold buffered sketch inserts). Must not change the value.
+    fn prepare(&mut self) {}
 }
+
+/// Why a pane is in the change set.
+const NEEDS_PREPARE: u8 = 1;
+const NEEDS_PERSIST: u8 = 2;
 
 /// Pane granularities.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -187,10 +194,17 @@ impl WindowSpec {
 /// Name of the tumbling calendar-day window kind.
 pub const DAY_WINDOW_NAME: &str = "day";
 
+/// One pane: its state and why it is in the store's change list.
+#[derive(Clone, Debug, Default)]
+struct Pane<S> {
+    state: S,
+    flags: u8,
+}
+
 /// The panes of one series (one group key) in the three tiers.
 #[derive(Clone, Debug)]
 pub struct PaneSeries<S> {
-    tiers: [BTreeMap<Millis, S>; 3],
+    tiers: [BTreeMap<Millis, Pane<S>>; 3],
 }
 
 impl<S> Default for PaneSeries<S> {
@@ -211,13 +225,13 @@ impl<S: Mergeable> PaneSeries<S> {
     }
 
     pub fn panes(&self, tier: Tier) -> impl Iterator<Item = (Millis, &S)> {
-        self.tiers[tier.index()].iter().map(|(t, s)| (*t, s))
+        self.tiers[tier.index()].iter().map(|(t, p)| (*t, &p.state))
     }
 
     fn merge_tier_range(&self, tier: Tier, from: Millis, to: Millis, acc: &mut S) {
         if from < to {
-            for s in self.tiers[tier.index()].range(from..to).map(|(_, s)| s) {
-                acc.merge(s);
+            for p in self.tiers[tier.index()].range(from..to).map(|(_, p)| p) {
+                acc.merge(&p.state);
             }
         }
     }
@@ -312,8 +326,10 @@ pub struct PaneStore<K, S> {
     grid: TimeGrid,
     series: FxHashMap<K, PaneSeries<S>>,
     closed: Closed,
-    /// Panes written since the last [`PaneStore::take_changed`].
-    changed: FxHashSet<(K, Tier, Millis)>,
+    /// Panes whose flags went from clear to set since the lists were last drained.
+    changed: Vec<(K, Tier, Millis)>,
+    /// Whether written panes are remembered for [`PaneStore::take_changed`].
+    track_persist: bool,
 }
 
 impl<K: Hash + Eq + Copy, S: Mergeable> PaneStore<K, S> {
@@ -322,8 +338,29 @@ impl<K: Hash + Eq + Copy, S: Mergeable> PaneStore<K, S> {
             grid,
             series: FxHashMap::default(),
             closed: Closed::default(),
-            changed: FxHashSet::default(),
+            changed: Vec::new(),
+            track_persist: false,
         }
+    }
+
+    /// Remember written panes for [`PaneStore::take_changed`] (sinks that persist panes).
+    pub fn with_persistence(mut self, on: bool) -> Self {
+        self.track_persist = on;
+        self
+    }
+
+    fn mark(
+        changed: &mut Vec<(K, Tier, Millis)>,
+        pane: &mut Pane<S>,
+        key: K,
+        tier: Tier,
+        start: Millis,
+        flags: u8,
+    ) {
+        if pane.flags == 0 {
+            changed.push((key, tier, start));
+        }
+        pane.flags |= flags;
     }
 
     pub fn grid(&self) -> &TimeGrid {
@@ -335,20 +372,25 @@ impl<K: Hash + Eq + Copy, S: Mergeable> PaneStore<K, S> {
     pub fn apply(&mut self, key: K, t: Millis, mut update: impl FnMut(&mut S)) {
         let grid = self.grid;
         let closed = self.closed;
+        let flags = NEEDS_PREPARE | if self.track_persist { NEEDS_PERSIST } else { 0 };
         let series = self.series.entry(key).or_default();
         let minute = grid.floor(t, MINUTE_MS);
-        update(
-            series.tiers[Tier::Minute.index()]
-                .entry(minute)
-                .or_default(),
-        );
+        let pane = series.tiers[Tier::Minute.index()]
+            .entry(minute)
+            .or_default();
+        update(&mut pane.state);
+        Self::mark(&mut self.changed, pane, key, Tier::Minute, minute, flags);
         let hour = grid.floor(t, HOUR_MS);
         if closed.hours_until.is_some_and(|c| hour + HOUR_MS <= c) {
-            update(series.tiers[Tier::Hour.index()].entry(hour).or_default());
+            let pane = series.tiers[Tier::Hour.index()].entry(hour).or_default();
+            update(&mut pane.state);
+            Self::mark(&mut self.changed, pane, key, Tier::Hour, hour, flags);
         }
         let day = grid.floor(t, DAY_MS);
         if closed.days_until.is_some_and(|c| day + DAY_MS <= c) {
-            update(series.tiers[Tier::Day.index()].entry(day).or_default());
+            let pane = series.tiers[Tier::Day.index()].entry(day).or_default();
+            update(&mut pane.state);
+            Self::mark(&mut self.changed, pane, key, Tier::Day, day, flags);
         }
     }
 
@@ -358,12 +400,16 @@ impl<K: Hash + Eq + Copy, S: Mergeable> PaneStore<K, S> {
         let hours_to = grid.floor(frontier, HOUR_MS);
         let hours_from = self.closed.hours_until.unwrap_or(Millis::MIN);
         if hours_to > hours_from {
+            let persist = if self.track_persist { NEEDS_PERSIST } else { 0 };
             for (key, series) in self.series.iter_mut() {
                 let [minutes, hours, _] = &mut series.tiers;
-                for (t, s) in minutes.range(hours_from..hours_to) {
+                for (t, p) in minutes.range(hours_from..hours_to) {
                     let hour = grid.floor(*t, HOUR_MS);
-                    hours.entry(hour).or_default().merge(s);
-                    self.changed.insert((*key, Tier::Hour, hour));
+                    let pane = hours.entry(hour).or_default();
+                    pane.state.merge(&p.state);
+                    if persist != 0 {
+                        Self::mark(&mut self.changed, pane, *key, Tier::Hour, hour, persist);
+                    }
                 }
             }
             self.closed.hours_until = Some(hours_to);
@@ -371,12 +417,16 @@ impl<K: Hash + Eq + Copy, S: Mergeable> PaneStore<K, S> {
         let days_to = grid.floor(frontier, DAY_MS);
         let days_from = self.closed.days_until.unwrap_or(Millis::MIN);
         if days_to > days_from {
+            let persist = if self.track_persist { NEEDS_PERSIST } else { 0 };
             for (key, series) in self.series.iter_mut() {
                 let [_, hours, days] = &mut series.tiers;
-                for (t, s) in hours.range(days_from..days_to) {
+                for (t, p) in hours.range(days_from..days_to) {
                     let day = grid.floor(*t, DAY_MS);
-                    days.entry(day).or_default().merge(s);
-                    self.changed.insert((*key, Tier::Day, day));
+                    let pane = days.entry(day).or_default();
+                    pane.state.merge(&p.state);
+                    if persist != 0 {
+                        Self::mark(&mut self.changed, pane, *key, Tier::Day, day, persist);
+                    }
                 }
             }
             self.closed.days_until = Some(days_to);
@@ -404,19 +454,50 @@ impl<K: Hash + Eq + Copy, S: Mergeable> PaneStore<K, S> {
     }
 
     /// The panes written since the last call (still present; evicted ones are skipped), for
-    /// sinks that persist panes. Keys are filtered by `keep`.
+    /// sinks that persist panes ([`PaneStore::with_persistence`]). Keys are filtered by `keep`.
     pub fn take_changed(&mut self, mut keep: impl FnMut(&K) -> bool) -> Vec<(K, Tier, Millis, &S)> {
-        let changed = std::mem::take(&mut self.changed);
-        let mut out: Vec<(K, Tier, Millis, &S)> = changed
+        self.prepare_reads();
+        let mut persist = Vec::new();
+        for (key, tier, start) in std::mem::take(&mut self.changed) {
+            if let Some(pane) = self
+                .series
+                .get_mut(&key)
+                .and_then(|series| series.tiers[tier.index()].get_mut(&start))
+            {
+                if pane.flags & NEEDS_PERSIST != 0 && keep(&key) {
+                    persist.push((key, tier, start));
+                }
+                pane.flags = 0;
+            }
+        }
+        let mut out: Vec<(K, Tier, Millis, &S)> = persist
             .into_iter()
-            .filter(|(k, _, _)| keep(k))
             .filter_map(|(k, tier, start)| {
-                let s = self.series.get(&k)?.tiers[tier.index()].get(&start)?;
-                Some((k, tier, start, s))
+                let p = self.series.get(&k)?.tiers[tier.index()].get(&start)?;
+                Some((k, tier, start, &p.state))
             })
             .collect();
         out.sort_unstable_by_key(|(_, tier, start, _)| (*tier, *start));
         out
+    }
+
+    /// Prepares every pane written since the last call for reading ([`Mergeable::prepare`]).
+    pub fn prepare_reads(&mut self) {
+        let series = &mut self.series;
+        self.changed.retain(|(key, tier, start)| {
+            let Some(pane) = series
+                .get_mut(key)
+                .and_then(|s| s.tiers[tier.index()].get_mut(start))
+            else {
+                return false;
+            };
+            if pane.flags & NEEDS_PREPARE != 0 {
+                pane.state.prepare();
+                pane.flags &= !NEEDS_PREPARE;
+            }
+            // Still needed for persistence?
+            pane.flags != 0
+        });
     }
 
     /// Inserts a pane as it was persisted (restore). Hour/day panes count as closed.
@@ -424,7 +505,8 @@ impl<K: Hash + Eq + Copy, S: Mergeable> PaneStore<K, S> {
         let pane = self.series.entry(key).or_default().tiers[tier.index()]
             .entry(start)
             .or_default();
-        pane.merge(state);
+        pane.state.merge(state);
+        pane.state.prepare();
     }
 
     /// After a restore: every hour/day ending at or before `frontier` is closed.

@@ -70,7 +70,15 @@ enum Repr {
 #[derive(Clone)]
 pub struct Hll {
     repr: Repr,
+    /// Sparse mode only: recent inserts, unsorted, possibly repeating an index.
+    /// Folded into `repr` by [`Hll::flush_pending`] (automatically every
+    /// [`PENDING_MAX`] inserts, and by every `&mut` operation); `&self` readers
+    /// see them through a normalized copy, so they are never lost, only slower.
+    pending: Vec<u32>,
 }
+
+/// How many sparse inserts are buffered before they are sorted into the list.
+pub const PENDING_MAX: usize = 256;
 
 impl Default for Hll {
     fn default() -> Self {
@@ -86,6 +94,44 @@ impl Hll {
     pub const fn new() -> Self {
         Hll {
             repr: Repr::Sparse(Vec::new()),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Sorts the buffered sparse inserts into the register list. Cheap when
+    /// nothing is buffered; call it before reading a sketch many times.
+    pub fn flush_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let mut pending = std::mem::take(&mut self.pending);
+        // Sorting packed values groups equal indices with ascending ranks:
+        // keep the last (largest) entry of each index.
+        pending.sort_unstable();
+        let mut w = 0;
+        for r in 0..pending.len() {
+            if r + 1 < pending.len() && pending[r] >> 8 == pending[r + 1] >> 8 {
+                continue;
+            }
+            pending[w] = pending[r];
+            w += 1;
+        }
+        pending.truncate(w);
+        let incoming = Hll {
+            repr: Repr::Sparse(pending),
+            pending: Vec::new(),
+        };
+        self.merge_normalized(&incoming);
+    }
+
+    /// `self` with its buffered inserts folded in (a copy only when needed).
+    fn normalized(&self) -> std::borrow::Cow<'_, Hll> {
+        if self.pending.is_empty() {
+            std::borrow::Cow::Borrowed(self)
+        } else {
+            let mut copy = self.clone();
+            copy.flush_pending();
+            std::borrow::Cow::Owned(copy)
         }
     }
 
@@ -108,7 +154,20 @@ impl Hll {
         let index = (hash >> Q) as u32;
         // The guard bit caps the leading-zero count of the low q bits at q.
         let rank = (((hash << PRECISION) | (1 << (PRECISION - 1))).leading_zeros() + 1) as u8;
-        self.set_max(index, rank);
+        match &mut self.repr {
+            Repr::Dense(regs) => {
+                let r = &mut regs[index as usize];
+                if *r < rank {
+                    *r = rank;
+                }
+            }
+            Repr::Sparse(_) => {
+                self.pending.push(pack(index, rank));
+                if self.pending.len() >= PENDING_MAX {
+                    self.flush_pending();
+                }
+            }
+        }
     }
 
     #[inline]
@@ -144,13 +203,14 @@ impl Hll {
 
     /// `true` while the sketch uses the sparse representation.
     pub fn is_sparse(&self) -> bool {
-        matches!(self.repr, Repr::Sparse(_))
+        matches!(self.normalized().repr, Repr::Sparse(_))
     }
 
     /// Switches to the dense representation (no-op if already dense). Never
     /// changes register values, equality or the estimate; exposed for tests
     /// and for callers that know a sketch will grow large.
     pub fn densify(&mut self) {
+        self.flush_pending();
         if let Repr::Sparse(list) = &self.repr {
             let mut regs = vec![0u8; REGISTERS].into_boxed_slice();
             for &e in list {
@@ -167,6 +227,14 @@ impl Hll {
     /// result is too big), dense ← sparse is `O(entries of other)`, anything
     /// ← dense is `O(m)`.
     pub fn merge(&mut self, other: &Hll) {
+        self.flush_pending();
+        let other = other.normalized();
+        self.merge_normalized(&other);
+    }
+
+    /// [`Hll::merge`] for sketches without buffered inserts.
+    fn merge_normalized(&mut self, other: &Hll) {
+        debug_assert!(other.pending.is_empty());
         match (&mut self.repr, &other.repr) {
             (_, Repr::Sparse(o)) if o.is_empty() => {}
             (Repr::Dense(regs), Repr::Sparse(o)) => {
@@ -183,7 +251,7 @@ impl Hll {
                 let new = sorted::count_new(s, o, key);
                 if s.len() + new > SPARSE_MAX_ENTRIES {
                     self.densify();
-                    self.merge(other);
+                    self.merge_normalized(other);
                 } else {
                     // Same index => the larger packed value has the larger rank.
                     sorted::merge_into(s, o, new, key, u32::max);
@@ -240,7 +308,7 @@ impl Hll {
     /// Cardinality estimate as `f64` (Ertl's improved raw estimator).
     /// Depends only on the register values.
     pub fn estimate_f64(&self) -> f64 {
-        ertl_estimate(&self.histogram())
+        ertl_estimate(&self.normalized().histogram())
     }
 
     /// Cardinality estimate, rounded to the nearest integer (`0` for an empty
@@ -252,29 +320,24 @@ impl Hll {
     /// `true` if nothing was inserted (all registers are zero).
     pub fn is_empty(&self) -> bool {
         match &self.repr {
-            Repr::Sparse(list) => list.is_empty(),
+            Repr::Sparse(list) => list.is_empty() && self.pending.is_empty(),
             Repr::Dense(regs) => regs.iter().all(|&r| r == 0),
         }
     }
 
     /// The non-zero registers as `(index, rank)`, in increasing index order.
     pub fn register_pairs(&self) -> impl Iterator<Item = (u16, u8)> + '_ {
-        let (sparse, dense) = match &self.repr {
-            Repr::Sparse(list) => (Some(list.iter().map(|&e| unpack(e))), None),
-            Repr::Dense(regs) => (
-                None,
-                Some(
-                    regs.iter()
-                        .enumerate()
-                        .filter(|(_, &r)| r != 0)
-                        .map(|(i, &r)| (i as u16, r)),
-                ),
-            ),
+        let this = self.normalized();
+        let pairs: Vec<(u16, u8)> = match &this.repr {
+            Repr::Sparse(list) => list.iter().map(|&e| unpack(e)).collect(),
+            Repr::Dense(regs) => regs
+                .iter()
+                .enumerate()
+                .filter(|(_, &r)| r != 0)
+                .map(|(i, &r)| (i as u16, r))
+                .collect(),
         };
-        sparse
-            .into_iter()
-            .flatten()
-            .chain(dense.into_iter().flatten())
+        pairs.into_iter()
     }
 
     /// Rebuilds a sketch from [`register_pairs`](Self::register_pairs):
@@ -317,7 +380,9 @@ impl Hll {
     /// Approximate heap usage in bytes.
     pub fn heap_bytes(&self) -> usize {
         match &self.repr {
-            Repr::Sparse(list) => list.capacity() * std::mem::size_of::<u32>(),
+            Repr::Sparse(list) => {
+                (list.capacity() + self.pending.capacity()) * std::mem::size_of::<u32>()
+            }
             Repr::Dense(regs) => regs.len(),
         }
     }
@@ -333,7 +398,8 @@ impl Hll {
     ///         4 registers per 3 bytes, little-endian
     /// ```
     pub fn to_bytes(&self) -> Vec<u8> {
-        match &self.repr {
+        let this = self.normalized();
+        match &this.repr {
             Repr::Sparse(list) => {
                 let mut out = Vec::with_capacity(3 + list.len() * 3);
                 out.push(Self::FORMAT_VERSION);
@@ -429,6 +495,7 @@ impl Hll {
                 }
                 Ok(Hll {
                     repr: Repr::Dense(regs),
+                    pending: Vec::new(),
                 })
             }
             tag => Err(SketchError::UnknownEncoding(tag)),
@@ -439,7 +506,8 @@ impl Hll {
 impl PartialEq for Hll {
     /// Compares register values, not representations.
     fn eq(&self, other: &Self) -> bool {
-        match (&self.repr, &other.repr) {
+        let (this, other) = (self.normalized(), other.normalized());
+        match (&this.repr, &other.repr) {
             (Repr::Sparse(a), Repr::Sparse(b)) => a == b,
             (Repr::Dense(a), Repr::Dense(b)) => a == b,
             (Repr::Sparse(s), Repr::Dense(d)) | (Repr::Dense(d), Repr::Sparse(s)) => {
@@ -457,7 +525,8 @@ impl Eq for Hll {}
 
 impl std::fmt::Debug for Hll {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let nonzero = match &self.repr {
+        let this = self.normalized();
+        let nonzero = match &this.repr {
             Repr::Sparse(list) => list.len(),
             Repr::Dense(regs) => regs.iter().filter(|&&r| r != 0).count(),
         };
@@ -582,12 +651,18 @@ mod tests {
             i += 1;
         }
         assert!(h.is_sparse());
-        assert!(h.heap_bytes() <= REGISTERS / 4);
+        // The sorted list (a quarter of dense) plus the insert buffer.
+        assert!(
+            h.heap_bytes() <= REGISTERS / 4 + PENDING_MAX * 4,
+            "{}",
+            h.heap_bytes()
+        );
         while h.register_pairs().count() == SPARSE_MAX_ENTRIES {
             h.insert(&i.to_le_bytes());
             i += 1;
         }
         assert!(!h.is_sparse());
+        h.flush_pending();
         assert_eq!(h.heap_bytes(), REGISTERS);
     }
 

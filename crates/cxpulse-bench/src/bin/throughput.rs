@@ -1,0 +1,46 @@
+//! Prints decode + aggregate throughput for 1, 4 (default) and 8 windows, best of 3 runs.
+//!
+//! `cargo run --release -p cxpulse-bench --bin throughput [events] [events_per_second]`
+use cxpulse_bench::{encoded_traffic, engine_config, run, Profile};
+use std::time::Instant;
+
+fn main() {
+    let mut profile = Profile::large();
+    let mut args = std::env::args().skip(1);
+    if let Some(n) = args.next().and_then(|a| a.parse().ok()) {
+        profile.events = n;
+    }
+    if let Some(r) = args.next().and_then(|a| a.parse().ok()) {
+        profile.events_per_second = r;
+    }
+    let records = encoded_traffic(&profile);
+    println!(
+        "{} records, {} segments x 7 channels, {} events/s of event time",
+        records.len(),
+        profile.segments,
+        profile.events_per_second
+    );
+    let mut results = Vec::new();
+    for windows in [1, 4, 8] {
+        let mut best = f64::MAX;
+        let mut summary = None;
+        for _ in 0..3 {
+            let t = Instant::now();
+            let (engine, s) = run(&records, engine_config(windows), 10_000);
+            best = best.min(t.elapsed().as_secs_f64());
+            summary = Some((s, engine.stats()));
+        }
+        let rate = records.len() as f64 / best;
+        if let Some((s, stats)) = summary {
+            println!(
+                "{windows} windows: {rate:>10.0} events/s  ({best:.3} s; accepted {}, dup {}, rows {}, series {})",
+                s.accepted, s.duplicates, s.rows, stats.series
+            );
+        }
+        results.push(rate);
+    }
+    println!(
+        "throughput ratio 1 window / 8 windows: {:.2}x",
+        results[0] / results[2]
+    );
+}
