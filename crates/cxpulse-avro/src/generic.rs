@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value;
@@ -72,7 +73,10 @@ pub(crate) fn decode_value(
     let datum_reader = GenericDatumReader::builder(writer.schema())
         .build()
         .map_err(avro_err)?;
-    let decoded = datum_reader.read_value(&mut input);
+    // apache-avro is not written to be panic-free on hostile input; a panic there must not
+    // take the stream job down, so it becomes a decode error of this record.
+    let decoded = catch_unwind(AssertUnwindSafe(|| datum_reader.read_value(&mut input)))
+        .map_err(|_| DecodeError::Resolution("apache-avro panicked while decoding".into()))?;
     if input.hit_eof {
         return Err(DecodeError::Truncated {
             field: "record (generic decoder)",
@@ -88,9 +92,11 @@ pub(crate) fn decode_value(
     }
     let value = widen_decimals(value)?;
     let reader = schema::reader(writer.kind());
-    value
-        .resolve_with_names(reader.schema, reader.resolved.get_names())
-        .map_err(avro_err)
+    catch_unwind(AssertUnwindSafe(|| {
+        value.resolve_with_names(reader.schema, reader.resolved.get_names())
+    }))
+    .map_err(|_| DecodeError::Resolution("apache-avro panicked while resolving".into()))?
+    .map_err(avro_err)
 }
 
 /// The decimal bytes of `d` (apache-avro keeps the written length).
