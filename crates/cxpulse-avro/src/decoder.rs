@@ -127,6 +127,61 @@ impl Decoder {
         })
     }
 
+    /// Decodes a framed record of `kind` into `out`, reusing `out`'s buffers when it already
+    /// holds a record of that kind (the hot path of the stream job: no allocation per record).
+    /// Gives exactly what [`Decoder::decode`] gives; on error `out` is unspecified.
+    pub fn decode_into(
+        &self,
+        kind: RecordKind,
+        payload: &[u8],
+        out: &mut CxEvent,
+    ) -> Result<(), DecodeError> {
+        self.with_writer(payload, |writer, body, base| {
+            generic::expect_kind(writer, kind)?;
+            if !self.fast(writer) {
+                *out = match kind {
+                    RecordKind::Touchpoint => {
+                        CxEvent::Touchpoint(generic::decode_touchpoint_body(writer, body, base)?)
+                    }
+                    RecordKind::Survey => {
+                        CxEvent::Survey(generic::decode_survey_body(writer, body, base)?)
+                    }
+                };
+                return Ok(());
+            }
+            match (kind, &mut *out) {
+                (RecordKind::Touchpoint, CxEvent::Touchpoint(e)) => {
+                    fast::decode_touchpoint_body_into(body, base, e)
+                }
+                (RecordKind::Survey, CxEvent::Survey(r)) => {
+                    fast::decode_survey_body_into(body, base, r)
+                }
+                (RecordKind::Touchpoint, _) => {
+                    *out = CxEvent::Touchpoint(fast::decode_touchpoint_body(body, base)?);
+                    Ok(())
+                }
+                (RecordKind::Survey, _) => {
+                    *out = CxEvent::Survey(fast::decode_survey_body(body, base)?);
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    /// [`Decoder::decode_into`] followed by validation (see [`Decoder::decode_validated`]).
+    pub fn decode_validated_into(
+        &self,
+        kind: RecordKind,
+        payload: &[u8],
+        now: Millis,
+        policy: &ValidationPolicy,
+        out: &mut CxEvent,
+    ) -> Result<(), RecordError> {
+        self.decode_into(kind, payload, out)?;
+        out.validate(now, policy)?;
+        Ok(())
+    }
+
     /// Decodes a framed record of `kind` and validates it against the contract, with `now` as
     /// the processing clock.
     pub fn decode_validated(

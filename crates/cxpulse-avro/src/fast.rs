@@ -98,6 +98,10 @@ impl<'a> Cursor<'a> {
     #[inline]
     fn str(&mut self, field: &'static str) -> Result<&'a str, DecodeError> {
         let data = self.bytes(field)?;
+        // SIMD validation on the hot path; std only to locate an error.
+        if let Ok(s) = simdutf8::basic::from_utf8(data) {
+            return Ok(s);
+        }
         std::str::from_utf8(data).map_err(|e| DecodeError::InvalidUtf8 {
             field,
             offset: self
@@ -105,6 +109,36 @@ impl<'a> Cursor<'a> {
                 .saturating_sub(data.len())
                 .saturating_add(e.valid_up_to()),
         })
+    }
+
+    /// Reads a string into `out`, reusing its buffer.
+    #[inline]
+    fn string_into(&mut self, field: &'static str, out: &mut String) -> Result<(), DecodeError> {
+        let s = self.str(field)?;
+        out.clear();
+        out.push_str(s);
+        Ok(())
+    }
+
+    /// Reads a `["null", string]` into `out`, reusing its buffer when present.
+    #[inline]
+    fn opt_string_into(
+        &mut self,
+        field: &'static str,
+        out: &mut Option<String>,
+    ) -> Result<(), DecodeError> {
+        if self.union_is_some(field)? {
+            match out {
+                Some(buf) => self.string_into(field, buf),
+                None => {
+                    *out = Some(self.string(field)?);
+                    Ok(())
+                }
+            }
+        } else {
+            *out = None;
+            Ok(())
+        }
     }
 
     #[inline]
@@ -247,6 +281,50 @@ pub fn decode_touchpoint_body(body: &[u8], base: usize) -> Result<TouchpointEven
     };
     c.finish()?;
     Ok(event)
+}
+
+/// [`decode_touchpoint_body`] into an existing event, reusing its string buffers (no
+/// allocation once the buffers are large enough). On error `out` holds unspecified content.
+pub fn decode_touchpoint_body_into(
+    body: &[u8],
+    base: usize,
+    out: &mut TouchpointEvent,
+) -> Result<(), DecodeError> {
+    let mut c = Cursor::new(body, base);
+    c.string_into("event_id", &mut out.event_id)?;
+    out.occurred_at = c.long("occurred_at")?;
+    c.string_into("customer_id", &mut out.customer_id)?;
+    c.string_into("segment", &mut out.segment)?;
+    out.channel = c.enum_of("channel", &Channel::ALL)?;
+    c.string_into("touchpoint", &mut out.touchpoint)?;
+    out.kind = c.enum_of("kind", &TouchpointKind::ALL)?;
+    c.opt_string_into("case_id", &mut out.case_id)?;
+    out.amount = c.opt_amount("amount")?;
+    c.opt_string_into("currency", &mut out.currency)?;
+    out.attributes = c.string_map("attributes")?;
+    c.finish()
+}
+
+/// [`decode_survey_body`] into an existing response, reusing its string buffers.
+/// On error `out` holds unspecified content.
+pub fn decode_survey_body_into(
+    body: &[u8],
+    base: usize,
+    out: &mut SurveyResponse,
+) -> Result<(), DecodeError> {
+    let mut c = Cursor::new(body, base);
+    c.string_into("response_id", &mut out.response_id)?;
+    out.submitted_at = c.long("submitted_at")?;
+    c.string_into("customer_id", &mut out.customer_id)?;
+    c.string_into("segment", &mut out.segment)?;
+    out.channel = c.enum_of("channel", &Channel::ALL)?;
+    c.string_into("touchpoint", &mut out.touchpoint)?;
+    out.metric = c.enum_of("metric", &SurveyMetric::ALL)?;
+    out.score = c.int("score")?;
+    c.opt_string_into("comment", &mut out.comment)?;
+    c.opt_string_into("language", &mut out.language)?;
+    c.opt_string_into("case_id", &mut out.case_id)?;
+    c.finish()
 }
 
 /// Decodes a `SurveyResponse` v1 body (no framing header). `base` is the offset of the body

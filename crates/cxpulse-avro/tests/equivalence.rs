@@ -26,6 +26,27 @@ fn check_same(kind: RecordKind, payload: &[u8]) -> Result<(), TestCaseError> {
     let (fast, generic) = setup();
     let f = fast.decode(kind, payload);
     let g = generic.decode(kind, payload);
+    // decode_into, into scratch events that held other records of either kind (buffer
+    // reuse must never leak old content), agrees with decode.
+    let scratches = [
+        CxEvent::Touchpoint(support_reply()),
+        CxEvent::Touchpoint(purchase()),
+        CxEvent::Survey(survey_scratch()),
+    ];
+    for mut scratch in scratches {
+        let into = fast.decode_into(kind, payload, &mut scratch);
+        match (&f, into) {
+            (Ok(a), Ok(())) => prop_assert_eq!(a, &scratch),
+            (Err(_), Err(_)) => {}
+            (f, into) => prop_assert!(
+                false,
+                "decode_into disagrees on {:02x?}: decode = {:?}, into = {:?}",
+                payload,
+                f,
+                into
+            ),
+        }
+    }
     match (&f, &g) {
         (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
         (Err(_), Err(_)) => {}
@@ -38,6 +59,23 @@ fn check_same(kind: RecordKind, payload: &[u8]) -> Result<(), TestCaseError> {
         ),
     }
     Ok(())
+}
+
+/// A survey response with every optional field set, used as a reused decode buffer.
+fn survey_scratch() -> cxpulse_core::SurveyResponse {
+    cxpulse_core::SurveyResponse {
+        response_id: "scratch-response-with-a-long-id".into(),
+        submitted_at: 1,
+        customer_id: "scratch-customer".into(),
+        segment: "scratch-segment".into(),
+        channel: cxpulse_core::Channel::Chat,
+        touchpoint: "scratch".into(),
+        metric: cxpulse_core::SurveyMetric::Ces,
+        score: 3,
+        comment: Some("بد نبود ولی کمی طول کشید.".into()),
+        language: Some("fa".into()),
+        case_id: Some("case-scratch".into()),
+    }
 }
 
 #[derive(Clone, Debug)]

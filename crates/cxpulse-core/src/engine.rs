@@ -736,13 +736,54 @@ impl KpiEngine {
         let mut rows = Vec::new();
         let keys = self.all_keys();
         let dirty = std::mem::take(&mut self.dirty);
+        // Windows that all end on the same grid (the same slide) are evaluated together when
+        // only a few ends are due (the steady state: one new end per tick).
+        let same_slide = self
+            .cfg
+            .windows
+            .windows(2)
+            .all(|p| p[0].slide_ms == p[1].slide_ms);
         let mut ends = Vec::new();
-        for (wi, w) in self.cfg.windows.iter().enumerate() {
-            for key in &keys {
+        for key in &keys {
+            let corrected = dirty.get(key);
+            if same_slide && corrected.is_none() {
+                if let Some(w0) = self.cfg.windows.first() {
+                    let common: Vec<Millis> =
+                        w0.ends_in(&self.grid, old_frontier, new_frontier).collect();
+                    if common.len() <= 2 {
+                        for end in common {
+                            let mut previous: Option<KpiSnapshot> = None;
+                            for (wi, state, changed) in self.nested_states(key, end) {
+                                if state.is_empty() {
+                                    continue;
+                                }
+                                let w = &self.cfg.windows[wi];
+                                let start = w.start_for(&self.grid, end);
+                                let kpis = match (&previous, changed) {
+                                    (Some(p), false) => p.clone(),
+                                    _ => state.snapshot(),
+                                };
+                                previous = Some(kpis.clone());
+                                rows.push(self.make_row_with(
+                                    &self.window_names[wi],
+                                    key,
+                                    start,
+                                    end,
+                                    watermark,
+                                    state,
+                                    kpis,
+                                ));
+                            }
+                        }
+                        continue;
+                    }
+                }
+            }
+            for (wi, w) in self.cfg.windows.iter().enumerate() {
                 ends.clear();
                 // Corrections: emitted ends after the earliest touched minute whose window
                 // still reaches the latest touched minute; then the new ends.
-                if let Some((lo, hi)) = dirty.get(key) {
+                if let Some((lo, hi)) = corrected {
                     ends.extend(
                         w.ends_in(&self.grid, *lo, old_frontier)
                             .filter(|end| w.start_for(&self.grid, *end) <= *hi),
@@ -848,6 +889,44 @@ impl KpiEngine {
         keys
     }
 
+    /// Merges `key`'s panes over `[from, to)` from every partition into `acc`.
+    fn merge_range(&self, key: &GroupKey, from: Millis, to: Millis, acc: &mut KpiState) -> usize {
+        if from >= to {
+            return 0;
+        }
+        self.partitions
+            .values()
+            .map(|p| p.panes.merge_range_into(key, from, to, acc))
+            .sum()
+    }
+
+    /// The states of every window ending at `end` for `key`, in one backward sweep: the
+    /// windows are nested (same end, different starts), so each pane is merged once and each
+    /// longer window continues from the shorter one. Returns, per window index, the state and
+    /// whether it differs from the next shorter window's (so its snapshot can be reused).
+    fn nested_states(&self, key: &GroupKey, end: Millis) -> Vec<(usize, KpiState, bool)> {
+        let mut order: Vec<(Millis, usize)> = self
+            .cfg
+            .windows
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.start_for(&self.grid, end), i))
+            .collect();
+        order.sort_unstable_by_key(|o| std::cmp::Reverse(o.0));
+        let mut acc = KpiState::default();
+        let mut cursor = end;
+        let mut out = Vec::with_capacity(order.len());
+        for (start, wi) in order {
+            let mut changed = out.is_empty();
+            if start < cursor {
+                changed |= self.merge_range(key, start, cursor, &mut acc) > 0;
+                cursor = start;
+            }
+            out.push((wi, acc.clone(), changed));
+        }
+        out
+    }
+
     /// The merged state of `key` over `[start, end)` across partitions.
     pub fn window_state(&self, key: &GroupKey, start: Millis, end: Millis) -> KpiState {
         let mut acc = KpiState::default();
@@ -865,13 +944,8 @@ impl KpiEngine {
     /// backwards and prefixes forwards one small range at a time. A row then costs about two
     /// merges instead of one per pane.
     fn window_states(&self, key: &GroupKey, w: &WindowSpec, ends: &[Millis]) -> Vec<KpiState> {
-        let range = |from: Millis, to: Millis, acc: &mut KpiState| {
-            if from < to {
-                for p in self.partitions.values() {
-                    p.panes.merge_range_into(key, from, to, acc);
-                }
-            }
-        };
+        let range =
+            |from: Millis, to: Millis, acc: &mut KpiState| self.merge_range(key, from, to, acc);
         let mut out = Vec::with_capacity(ends.len());
         let mut i = 0;
         while i < ends.len() {
@@ -937,6 +1011,21 @@ impl KpiEngine {
         watermark: Millis,
         state: KpiState,
     ) -> KpiRow {
+        let kpis = state.snapshot();
+        self.make_row_with(window, key, start, end, watermark, state, kpis)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn make_row_with(
+        &self,
+        window: &Arc<str>,
+        key: &GroupKey,
+        start: Millis,
+        end: Millis,
+        watermark: Millis,
+        state: KpiState,
+        kpis: KpiSnapshot,
+    ) -> KpiRow {
         KpiRow {
             partition: None,
             window: window.clone(),
@@ -946,7 +1035,7 @@ impl KpiEngine {
             segment: key.segment.map(|s| self.segments.name(s).clone()),
             watermark,
             version: self.version,
-            kpis: state.snapshot(),
+            kpis,
             state,
         }
     }

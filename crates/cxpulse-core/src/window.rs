@@ -76,15 +76,9 @@ pub enum WindowConfigError {
 }
 
 /// Local-time alignment of panes: a fixed UTC offset in whole minutes (no DST).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TimeGrid {
     offset_ms: Millis,
-}
-
-impl Default for TimeGrid {
-    fn default() -> Self {
-        TimeGrid { offset_ms: 0 }
-    }
 }
 
 impl TimeGrid {
@@ -228,37 +222,45 @@ impl<S: Mergeable> PaneSeries<S> {
         self.tiers[tier.index()].iter().map(|(t, p)| (*t, &p.state))
     }
 
-    fn merge_tier_range(&self, tier: Tier, from: Millis, to: Millis, acc: &mut S) {
+    fn merge_tier_range(&self, tier: Tier, from: Millis, to: Millis, acc: &mut S) -> usize {
+        let mut merged = 0;
         if from < to {
             for p in self.tiers[tier.index()].range(from..to).map(|(_, p)| p) {
                 acc.merge(&p.state);
+                merged += 1;
             }
         }
+        merged
     }
 
     /// Merges everything in `[from, to)` (minute-aligned) into `acc`, using the coarsest
     /// closed panes that tile the range. Hours and days inside the range must be closed.
-    pub fn merge_range_into(&self, grid: &TimeGrid, from: Millis, to: Millis, acc: &mut S) {
+    /// Returns how many panes were merged.
+    pub fn merge_range_into(
+        &self,
+        grid: &TimeGrid,
+        from: Millis,
+        to: Millis,
+        acc: &mut S,
+    ) -> usize {
         if from >= to {
-            return;
+            return 0;
         }
         let a1 = grid.ceil(from, HOUR_MS);
         let b1 = grid.floor(to, HOUR_MS);
         if a1 >= b1 {
-            self.merge_tier_range(Tier::Minute, from, to, acc);
-            return;
+            return self.merge_tier_range(Tier::Minute, from, to, acc);
         }
-        self.merge_tier_range(Tier::Minute, from, a1, acc);
-        self.merge_tier_range(Tier::Minute, b1, to, acc);
+        let mut merged = self.merge_tier_range(Tier::Minute, from, a1, acc);
+        merged += self.merge_tier_range(Tier::Minute, b1, to, acc);
         let a2 = grid.ceil(a1, DAY_MS);
         let b2 = grid.floor(b1, DAY_MS);
         if a2 >= b2 {
-            self.merge_tier_range(Tier::Hour, a1, b1, acc);
-            return;
+            return merged + self.merge_tier_range(Tier::Hour, a1, b1, acc);
         }
-        self.merge_tier_range(Tier::Hour, a1, a2, acc);
-        self.merge_tier_range(Tier::Hour, b2, b1, acc);
-        self.merge_tier_range(Tier::Day, a2, b2, acc);
+        merged += self.merge_tier_range(Tier::Hour, a1, a2, acc);
+        merged += self.merge_tier_range(Tier::Hour, b2, b1, acc);
+        merged + self.merge_tier_range(Tier::Day, a2, b2, acc)
     }
 
     /// Earliest pane start in any tier.
@@ -515,11 +517,11 @@ impl<K: Hash + Eq + Copy, S: Mergeable> PaneStore<K, S> {
         self.closed.days_until = Some(self.grid.floor(frontier, DAY_MS));
     }
 
-    /// The merged state of `key` over `[from, to)`, or `None` when the series is unknown.
-    pub fn merge_range_into(&self, key: &K, from: Millis, to: Millis, acc: &mut S) {
-        if let Some(series) = self.series.get(key) {
-            series.merge_range_into(&self.grid, from, to, acc);
-        }
+    /// Merges `key`'s panes over `[from, to)` into `acc`; returns how many were merged.
+    pub fn merge_range_into(&self, key: &K, from: Millis, to: Millis, acc: &mut S) -> usize {
+        self.series.get(key).map_or(0, |series| {
+            series.merge_range_into(&self.grid, from, to, acc)
+        })
     }
 
     pub fn series(&self, key: &K) -> Option<&PaneSeries<S>> {
