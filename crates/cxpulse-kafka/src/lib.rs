@@ -30,8 +30,8 @@ pub use settings::{
     KNOWN_SECRET_KEYS, PROTECTED_CONSUMER_KEYS, REDACTED,
 };
 pub use source::{
-    Assignment, CommandAck, KafkaSource, RecordKind, Revocation, SourceEvent, SourcePartition,
-    SourceRecord, StartOffset, Watermarks, MAX_PARTITION,
+    Assignment, CommandAck, KafkaSource, RecordKind, Revocation, SourceEvent, SourceHandle,
+    SourcePartition, SourceRecord, StartOffset, Watermarks, MAX_PARTITION,
 };
 
 /// Re-export of the rdkafka crate (for `AdminClient` types in signatures).

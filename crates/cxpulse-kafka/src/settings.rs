@@ -131,9 +131,12 @@ pub struct KafkaSettings {
     /// How long the source waits to fill a batch before handing over a partial one.
     pub batch_linger_ms: u64,
     /// Capacity, in batches, of the channel between the poll thread and the application.
-    /// When it is full the poll thread pauses all assigned partitions (backpressure) and
-    /// resumes them when there is room again.
+    /// When it is full the poll thread stops polling; when it stays full for
+    /// `backpressure_pause_after_ms` it pauses all assigned partitions (and keeps polling, to
+    /// serve rebalances) until the channel is half empty again.
     pub channel_capacity: usize,
+    /// See `channel_capacity`.
+    pub backpressure_pause_after_ms: u64,
     /// Bound on how long a rebalance callback waits for the application to acknowledge a
     /// revocation (after flush + commit) or to answer an assignment with start offsets.
     pub rebalance_ack_timeout_ms: u64,
@@ -181,6 +184,7 @@ impl Default for KafkaSettings {
             max_batch_records: 1_000,
             batch_linger_ms: 20,
             channel_capacity: 8,
+            backpressure_pause_after_ms: 1_000,
             rebalance_ack_timeout_ms: 60_000,
             fetch_queue_backoff_ms: None,
             request_timeout_ms: 10_000,
@@ -213,6 +217,10 @@ impl fmt::Debug for KafkaSettings {
             .field("max_batch_records", &r.max_batch_records)
             .field("batch_linger_ms", &r.batch_linger_ms)
             .field("channel_capacity", &r.channel_capacity)
+            .field(
+                "backpressure_pause_after_ms",
+                &r.backpressure_pause_after_ms,
+            )
             .field("rebalance_ack_timeout_ms", &r.rebalance_ack_timeout_ms)
             .field("fetch_queue_backoff_ms", &r.fetch_queue_backoff_ms)
             .field("request_timeout_ms", &r.request_timeout_ms)

@@ -23,7 +23,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -94,11 +94,11 @@ impl fmt::Display for RecordKind {
 /// A Kafka partition number alone is ambiguous (partition 3 of the touchpoint topic and
 /// partition 3 of the survey topic are different inputs with their own offsets), so the
 /// engine keys its per-partition state by [`SourcePartition::engine_partition`]
-/// = `partition * 2 + kind` (touchpoint = 0, survey = 1): touchpoints[p] ↦ 2p,
-/// surveys[p] ↦ 2p + 1. The mapping is a bijection on `0..=MAX_PARTITION`
+/// = `partition * 2 + kind` (touchpoint = 0, survey = 1): `touchpoints[p]` ↦ `2p`,
+/// `surveys[p]` ↦ `2p + 1`. The mapping is a bijection on `0..=MAX_PARTITION`
 /// ([`SourcePartition::from_engine_partition`] inverts it); the source only yields partitions
-/// in that range.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// in that range. `Debug` and `Display` print `touchpoint[3]` / `survey[3]`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SourcePartition {
     pub topic_kind: RecordKind,
     pub partition: i32,
@@ -145,6 +145,12 @@ impl SourcePartition {
 impl fmt::Display for SourcePartition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}[{}]", self.topic_kind, self.partition)
+    }
+}
+
+impl fmt::Debug for SourcePartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
@@ -208,7 +214,7 @@ impl StartOffset {
 /// [`Assignment::start_from_committed`]) is called or this value is dropped (= all from the
 /// committed offsets), bounded by `rebalance_ack_timeout_ms`. After a timeout the partitions
 /// are assigned **paused** at their committed offsets and the late answer returns
-/// [`Error::AckTooLate`]: then use [`KafkaSource::seek`] and [`KafkaSource::resume`].
+/// [`Error::AckTooLate`]: then use [`SourceHandle::seek`] and [`SourceHandle::resume`].
 #[derive(Debug)]
 pub struct Assignment {
     partitions: Vec<SourcePartition>,
@@ -333,7 +339,7 @@ impl Watermarks {
     }
 }
 
-/// Resolves when the poll thread has applied a [`KafkaSource::pause`], `resume` or `seek`.
+/// Resolves when the poll thread has applied a [`SourceHandle::pause`], `resume` or `seek`.
 /// Awaiting it is optional; dropping it does not cancel the command.
 #[derive(Debug)]
 pub struct CommandAck(oneshot::Receiver<Result<()>>);
@@ -455,6 +461,13 @@ impl Shared {
                 .push_back(Item::Event(SourceEvent::Records(batch)));
         }
         self.pending_since = None;
+    }
+
+    /// True when at least half of the channel's capacity is free (or it is gone).
+    fn half_empty(&self) -> bool {
+        self.events
+            .as_ref()
+            .is_none_or(|tx| tx.capacity() * 2 >= tx.max_capacity())
     }
 
     /// Moves queued items into the channel without blocking.
@@ -766,6 +779,8 @@ struct PollLoop {
     stop: Arc<AtomicBool>,
     max_batch: usize,
     linger: Duration,
+    /// How long the channel may stay full before the partitions are paused.
+    pause_after: Duration,
     last_error: Option<(String, Instant)>,
 }
 
@@ -776,6 +791,7 @@ impl PollLoop {
 
     fn run(mut self) {
         tracing::debug!("source poll thread started");
+        let mut full_since: Option<Instant> = None;
         'outer: while !self.stop.load(Ordering::Acquire) {
             // 1. commands from the application
             loop {
@@ -799,18 +815,34 @@ impl PollLoop {
                     break;
                 }
                 FlushState::Full => {
-                    // Backpressure: pause every assigned partition (so librdkafka stops
-                    // fetching) but keep polling so rebalances are served.
-                    self.set_auto_pause(true);
+                    // Backpressure. A short stall is absorbed by not polling (librdkafka's
+                    // own prefetch limits apply). If it lasts `pause_after`, every assigned
+                    // partition is paused and polling goes on, so rebalances are served and
+                    // `max.poll.interval.ms` is never exceeded. (Pausing discards
+                    // librdkafka's prefetched records, which are fetched again on resume:
+                    // hence not at once.)
+                    let since = *full_since.get_or_insert_with(Instant::now);
+                    let paused = since.elapsed() >= self.pause_after;
+                    if paused {
+                        self.set_auto_pause(true);
+                    }
                     match self.commands.recv_timeout(BACKPRESSURE_TICK) {
                         Ok(cmd) => self.handle(cmd),
                         Err(std_mpsc::RecvTimeoutError::Timeout) => {}
                         Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
                     }
-                    self.poll_once(Duration::ZERO);
+                    if paused {
+                        self.poll_once(Duration::ZERO);
+                    }
                     continue;
                 }
-                FlushState::Done => self.set_auto_pause(false),
+                FlushState::Done => {
+                    full_since = None;
+                    // Resume only once the channel is half empty (hysteresis).
+                    if self.ctx().lock().half_empty() {
+                        self.set_auto_pause(false);
+                    }
+                }
             }
             // 3. poll
             let timeout = {
@@ -1008,11 +1040,15 @@ impl PollLoop {
                 })
                 .and_then(|tpl| {
                     for e in tpl.elements() {
-                        if let Err(source) = e.error() {
+                        if let Err(err) = e.error() {
+                            // Reported as an offset-fetch error by rdkafka: name it a seek.
+                            let detail = err
+                                .rdkafka_error_code()
+                                .map_or_else(|| err.to_string(), |c| c.to_string());
                             return Err(Error::Partition {
                                 op: "seek",
                                 partition: p,
-                                source,
+                                source: KafkaError::Seek(detail),
                             });
                         }
                     }
@@ -1041,25 +1077,258 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Per-partition count of seeks whose [`Item::SeekDone`] marker has not been read yet:
+/// records of these partitions are stale until then.
+type Discarding = Arc<Mutex<HashMap<SourcePartition, u32>>>;
+
+fn lock_discarding(d: &Discarding) -> MutexGuard<'_, HashMap<SourcePartition, u32>> {
+    d.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn undo_discard(d: &Discarding, p: SourcePartition) {
+    let mut d = lock_discarding(d);
+    if let Some(n) = d.get_mut(&p) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            d.remove(&p);
+        }
+    }
+}
+
+/// A cloneable, `Send + Sync` handle on the source's consumer for the tasks that do not
+/// read events: the engine/sink side commits after its flush, pauses for backpressure,
+/// seeks. Every method is also available on [`KafkaSource`].
+///
+/// A handle does not keep the consumer alive: after [`KafkaSource::close`] (or drop) its
+/// methods return [`Error::Closed`].
+#[derive(Clone)]
+pub struct SourceHandle {
+    consumer: Weak<SourceConsumer>,
+    topics: Topics,
+    commands: std_mpsc::Sender<Command>,
+    discarding: Discarding,
+    request_timeout: Duration,
+}
+
+impl fmt::Debug for SourceHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceHandle")
+            .field("touchpoint_topic", &self.topics.touchpoint)
+            .field("survey_topic", &self.topics.survey)
+            .finish_non_exhaustive()
+    }
+}
+
+fn commit_tpl(consumer: &SourceConsumer, topics: &Topics, tpl: &TopicPartitionList) -> Result<()> {
+    consumer
+        .commit(tpl, CommitMode::Sync)
+        .map_err(Error::client("commit"))?;
+    for e in tpl.elements() {
+        if let Err(source) = e.error() {
+            let partition = topics.partition(e.topic(), e.partition())?;
+            return Err(Error::Partition {
+                op: "commit",
+                partition,
+                source,
+            });
+        }
+    }
+    Ok(())
+}
+
+impl SourceHandle {
+    fn consumer(&self) -> Result<Arc<SourceConsumer>> {
+        self.consumer.upgrade().ok_or(Error::Closed)
+    }
+
+    fn offsets_tpl(&self, offsets: &[(SourcePartition, i64)]) -> Result<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+        for &(p, o) in offsets {
+            if o < 0 {
+                return Err(Error::InvalidOffset {
+                    partition: p,
+                    offset: o,
+                });
+            }
+            tpl.add_partition_offset(
+                self.topics.name(p.topic_kind),
+                p.partition,
+                Offset::Offset(o),
+            )
+            .map_err(Error::client("commit"))?;
+        }
+        Ok(tpl)
+    }
+
+    /// Commits `next_offset` (= last durable offset + 1) of each partition, synchronously:
+    /// returns when the group coordinator accepted the commit. Blocks the calling thread
+    /// (from async code use [`SourceHandle::commit_off_thread`]). May be called while a
+    /// [`Revocation`] is pending (that is the protocol).
+    pub fn commit(&self, offsets: &[(SourcePartition, i64)]) -> Result<()> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let tpl = self.offsets_tpl(offsets)?;
+        commit_tpl(&*self.consumer()?, &self.topics, &tpl)?;
+        tracing::debug!(offsets = ?offsets, "committed");
+        Ok(())
+    }
+
+    /// [`SourceHandle::commit`] on tokio's blocking pool.
+    pub async fn commit_off_thread(&self, offsets: Vec<(SourcePartition, i64)>) -> Result<()> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let tpl = self.offsets_tpl(&offsets)?;
+        let consumer = self.consumer()?;
+        let topics = self.topics.clone();
+        tokio::task::spawn_blocking(move || commit_tpl(&consumer, &topics, &tpl))
+            .await
+            .map_err(|e| Error::Internal(format!("commit task: {e}")))??;
+        tracing::debug!(offsets = ?offsets, "committed");
+        Ok(())
+    }
+
+    /// The committed offsets (next offset to read) of `partitions`; `None` where the group
+    /// has none. Blocking (bounded by `request_timeout_ms`).
+    pub fn committed(
+        &self,
+        partitions: &[SourcePartition],
+    ) -> Result<Vec<(SourcePartition, Option<i64>)>> {
+        let tpl = self.topics.tpl(partitions);
+        let tpl = self
+            .consumer()?
+            .committed_offsets(tpl, self.request_timeout)
+            .map_err(Error::client("fetch committed offsets"))?;
+        tpl.elements()
+            .iter()
+            .map(|e| {
+                let p = self.topics.partition(e.topic(), e.partition())?;
+                if let Err(source) = e.error() {
+                    return Err(Error::Partition {
+                        op: "fetch committed offset",
+                        partition: p,
+                        source,
+                    });
+                }
+                Ok((
+                    p,
+                    match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    fn send_command(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<()>>) -> Command,
+    ) -> Result<CommandAck> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).map_err(|_| Error::Closed)?;
+        Ok(CommandAck(rx))
+    }
+
+    /// Pauses delivery of `partitions` (backpressure). Applied by the poll thread in order
+    /// with everything else; await the returned ack to know it is in effect. Records of
+    /// these partitions polled before are still delivered (none is lost); after it no new
+    /// record of them is polled until [`SourceHandle::resume`]. Partitions not assigned are
+    /// ignored. A revocation clears the pause.
+    pub fn pause(&self, partitions: &[SourcePartition]) -> Result<CommandAck> {
+        self.send_command(|tx| Command::Pause(partitions.to_vec(), tx))
+    }
+
+    /// Resumes partitions paused by [`SourceHandle::pause`] (or assigned paused after an
+    /// assignment timeout). Delivery continues at the next record not yet delivered (or
+    /// where a seek put it).
+    pub fn resume(&self, partitions: &[SourcePartition]) -> Result<CommandAck> {
+        self.send_command(|tx| Command::Resume(partitions.to_vec(), tx))
+    }
+
+    /// Repositions an assigned partition: the next record of `partition` that
+    /// [`KafkaSource::next`] yields is the one at `offset` (or the next existing one). Records
+    /// of it polled before the seek was applied are dropped by `next`, even those already in
+    /// the channel. The partition must already be fetching: librdkafka answers `Local:
+    /// Erroneous state` right after an assignment, before the start offset is known; to
+    /// start a new assignment at an offset, answer the [`Assignment`] instead.
+    pub fn seek(&self, partition: SourcePartition, offset: i64) -> Result<CommandAck> {
+        if offset < 0 {
+            return Err(Error::InvalidOffset { partition, offset });
+        }
+        *lock_discarding(&self.discarding)
+            .entry(partition)
+            .or_insert(0) += 1;
+        let res = self.send_command(|tx| Command::Seek(partition, offset, tx));
+        if res.is_err() {
+            undo_discard(&self.discarding, partition);
+        }
+        res
+    }
+
+    /// The partitions currently assigned to this member (librdkafka's view), sorted.
+    pub fn assignment(&self) -> Result<Vec<SourcePartition>> {
+        let tpl = self
+            .consumer()?
+            .assignment()
+            .map_err(Error::client("assignment"))?;
+        let mut parts = self.topics.parts_of(&tpl);
+        parts.sort();
+        Ok(parts)
+    }
+
+    /// Low/high watermark of a partition. Blocking (bounded by `request_timeout_ms`).
+    /// **On tansu the high watermark is under-reported**: do not trust lag there.
+    pub fn watermarks(&self, partition: SourcePartition) -> Result<Watermarks> {
+        let (low, high) = self
+            .consumer()?
+            .fetch_watermarks(
+                self.topics.name(partition.topic_kind),
+                partition.partition,
+                self.request_timeout,
+            )
+            .map_err(Error::client("fetch watermarks"))?;
+        Ok(Watermarks { low, high })
+    }
+
+    /// Consumer lag per partition: high watermark − next offset, for each
+    /// `(partition, next offset to read)`. Blocking, one request per partition. Same caveat
+    /// as [`SourceHandle::watermarks`].
+    pub fn lag(&self, positions: &[(SourcePartition, i64)]) -> Result<Vec<(SourcePartition, i64)>> {
+        positions
+            .iter()
+            .map(|&(p, next)| Ok((p, self.watermarks(p)?.lag(next))))
+            .collect()
+    }
+}
+
 /// The Kafka source: one consumer in the job's group over the touchpoint and survey topics.
 /// See the module docs and `docs/kafka.md` for the rebalance protocol.
+///
+/// Dereferences to its [`SourceHandle`] (commit, pause, resume, seek, assignment, …);
+/// [`KafkaSource::handle`] gives a clone for other tasks.
 pub struct KafkaSource {
     consumer: Arc<SourceConsumer>,
-    topics: Topics,
+    handle: SourceHandle,
     events: mpsc::Receiver<Item>,
-    commands: std_mpsc::Sender<Command>,
-    discarding: HashMap<SourcePartition, u32>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
-    request_timeout: Duration,
 }
 
 impl fmt::Debug for KafkaSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KafkaSource")
-            .field("touchpoint_topic", &self.topics.touchpoint)
-            .field("survey_topic", &self.topics.survey)
+            .field("handle", &self.handle)
             .finish_non_exhaustive()
+    }
+}
+
+impl std::ops::Deref for KafkaSource {
+    type Target = SourceHandle;
+
+    fn deref(&self) -> &SourceHandle {
+        &self.handle
     }
 }
 
@@ -1106,6 +1375,7 @@ impl KafkaSource {
             stop: stop.clone(),
             max_batch: settings.max_batch_records,
             linger: settings.batch_linger(),
+            pause_after: Duration::from_millis(settings.backpressure_pause_after_ms),
             last_error: None,
         };
         let thread = std::thread::Builder::new()
@@ -1113,15 +1383,23 @@ impl KafkaSource {
             .spawn(move || poll_loop.run())
             .map_err(|e| Error::Internal(format!("spawning the poll thread: {e}")))?;
         Ok(KafkaSource {
+            handle: SourceHandle {
+                consumer: Arc::downgrade(&consumer),
+                topics,
+                commands: cmd_tx,
+                discarding: Arc::new(Mutex::new(HashMap::new())),
+                request_timeout: settings.request_timeout(),
+            },
             consumer,
-            topics,
             events: rx,
-            commands: cmd_tx,
-            discarding: HashMap::new(),
             stop,
             thread: Some(thread),
-            request_timeout: settings.request_timeout(),
         })
+    }
+
+    /// A handle for other tasks (commit after flush, pause/resume for backpressure, seek).
+    pub fn handle(&self) -> SourceHandle {
+        self.handle.clone()
     }
 
     /// The next event. Cancel-safe (usable in `select!`). [`Error::Closed`] once the source
@@ -1132,213 +1410,21 @@ impl KafkaSource {
             match self.events.recv().await {
                 None => return Err(Error::Closed),
                 Some(Item::Event(SourceEvent::Records(mut records))) => {
-                    if !self.discarding.is_empty() {
-                        let discarding = &self.discarding;
-                        records.retain(|r| !discarding.contains_key(&r.source_partition()));
+                    {
+                        let discarding = lock_discarding(&self.handle.discarding);
+                        if !discarding.is_empty() {
+                            records.retain(|r| !discarding.contains_key(&r.source_partition()));
+                        }
                     }
                     if !records.is_empty() {
                         return Ok(SourceEvent::Records(records));
                     }
                 }
                 Some(Item::Event(event)) => return Ok(event),
-                Some(Item::SeekDone(p)) => {
-                    if let Some(n) = self.discarding.get_mut(&p) {
-                        *n -= 1;
-                        if *n == 0 {
-                            self.discarding.remove(&p);
-                        }
-                    }
-                }
+                Some(Item::SeekDone(p)) => undo_discard(&self.handle.discarding, p),
                 Some(Item::Fatal(e)) => return Err(e),
             }
         }
-    }
-
-    fn offsets_tpl(&self, offsets: &[(SourcePartition, i64)]) -> Result<TopicPartitionList> {
-        let mut tpl = TopicPartitionList::with_capacity(offsets.len());
-        for &(p, o) in offsets {
-            if o < 0 {
-                return Err(Error::InvalidOffset {
-                    partition: p,
-                    offset: o,
-                });
-            }
-            tpl.add_partition_offset(
-                self.topics.name(p.topic_kind),
-                p.partition,
-                Offset::Offset(o),
-            )
-            .map_err(Error::client("commit"))?;
-        }
-        Ok(tpl)
-    }
-
-    /// Commits `next_offset` (= last durable offset + 1) of each partition, synchronously:
-    /// returns when the group coordinator accepted the commit. Blocks the calling thread
-    /// (use [`KafkaSource::commit_off_thread`] from async code). May be called while a
-    /// [`Revocation`] is pending (that is the protocol).
-    pub fn commit(&self, offsets: &[(SourcePartition, i64)]) -> Result<()> {
-        if offsets.is_empty() {
-            return Ok(());
-        }
-        let tpl = self.offsets_tpl(offsets)?;
-        self.consumer
-            .commit(&tpl, CommitMode::Sync)
-            .map_err(Error::client("commit"))?;
-        for e in tpl.elements() {
-            if let Err(source) = e.error() {
-                let partition = self.topics.partition(e.topic(), e.partition())?;
-                return Err(Error::Partition {
-                    op: "commit",
-                    partition,
-                    source,
-                });
-            }
-        }
-        tracing::debug!(offsets = ?offsets, "committed");
-        Ok(())
-    }
-
-    /// [`KafkaSource::commit`] on tokio's blocking pool.
-    pub async fn commit_off_thread(&self, offsets: Vec<(SourcePartition, i64)>) -> Result<()> {
-        if offsets.is_empty() {
-            return Ok(());
-        }
-        let tpl = self.offsets_tpl(&offsets)?;
-        let consumer = self.consumer.clone();
-        let topics = self.topics.clone();
-        tokio::task::spawn_blocking(move || {
-            consumer
-                .commit(&tpl, CommitMode::Sync)
-                .map_err(Error::client("commit"))?;
-            for e in tpl.elements() {
-                if let Err(source) = e.error() {
-                    let partition = topics.partition(e.topic(), e.partition())?;
-                    return Err(Error::Partition {
-                        op: "commit",
-                        partition,
-                        source,
-                    });
-                }
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("commit task: {e}")))?
-    }
-
-    /// The committed offsets (next offset to read) of `partitions`; `None` where the group
-    /// has none. Blocking (bounded by `request_timeout_ms`).
-    pub fn committed(
-        &self,
-        partitions: &[SourcePartition],
-    ) -> Result<Vec<(SourcePartition, Option<i64>)>> {
-        let tpl = self.topics.tpl(partitions);
-        let tpl = self
-            .consumer
-            .committed_offsets(tpl, self.request_timeout)
-            .map_err(Error::client("fetch committed offsets"))?;
-        tpl.elements()
-            .iter()
-            .map(|e| {
-                let p = self.topics.partition(e.topic(), e.partition())?;
-                if let Err(source) = e.error() {
-                    return Err(Error::Partition {
-                        op: "fetch committed offset",
-                        partition: p,
-                        source,
-                    });
-                }
-                Ok((
-                    p,
-                    match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    },
-                ))
-            })
-            .collect()
-    }
-
-    fn send_command(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<()>>) -> Command,
-    ) -> Result<CommandAck> {
-        let (tx, rx) = oneshot::channel();
-        self.commands.send(make(tx)).map_err(|_| Error::Closed)?;
-        Ok(CommandAck(rx))
-    }
-
-    /// Pauses delivery of `partitions` (backpressure). Applied by the poll thread in order
-    /// with everything else; await the returned ack to know it is in effect. Records of
-    /// these partitions polled before are still delivered (none is lost); after it no new
-    /// record of them is polled until [`KafkaSource::resume`]. Partitions not assigned are
-    /// ignored. A revocation clears the pause.
-    pub fn pause(&self, partitions: &[SourcePartition]) -> Result<CommandAck> {
-        self.send_command(|tx| Command::Pause(partitions.to_vec(), tx))
-    }
-
-    /// Resumes partitions paused by [`KafkaSource::pause`] (or assigned paused after an
-    /// assignment timeout). Delivery continues at the next record not yet delivered.
-    pub fn resume(&self, partitions: &[SourcePartition]) -> Result<CommandAck> {
-        self.send_command(|tx| Command::Resume(partitions.to_vec(), tx))
-    }
-
-    /// Repositions an assigned partition: the next record of `partition` that
-    /// [`KafkaSource::next`] yields is the one at `offset` (or the next existing one). Records
-    /// of it that were polled before the seek is applied are dropped by `next`, even those
-    /// already in the channel. The partition must already be fetching (librdkafka answers
-    /// `Local: Erroneous state` right after an assignment, before the start offset is known);
-    /// to start a new assignment at an offset, answer the [`Assignment`] instead.
-    pub fn seek(&mut self, partition: SourcePartition, offset: i64) -> Result<CommandAck> {
-        if offset < 0 {
-            return Err(Error::InvalidOffset { partition, offset });
-        }
-        *self.discarding.entry(partition).or_insert(0) += 1;
-        let res = self.send_command(|tx| Command::Seek(partition, offset, tx));
-        if res.is_err() {
-            if let Some(n) = self.discarding.get_mut(&partition) {
-                *n -= 1;
-                if *n == 0 {
-                    self.discarding.remove(&partition);
-                }
-            }
-        }
-        res
-    }
-
-    /// The partitions currently assigned to this member (librdkafka's view).
-    pub fn assignment(&self) -> Result<Vec<SourcePartition>> {
-        let tpl = self
-            .consumer
-            .assignment()
-            .map_err(Error::client("assignment"))?;
-        let mut parts = self.topics.parts_of(&tpl);
-        parts.sort();
-        Ok(parts)
-    }
-
-    /// Low/high watermark of a partition. Blocking (bounded by `request_timeout_ms`).
-    /// **On tansu the high watermark is under-reported**: do not trust lag there.
-    pub fn watermarks(&self, partition: SourcePartition) -> Result<Watermarks> {
-        let (low, high) = self
-            .consumer
-            .fetch_watermarks(
-                self.topics.name(partition.topic_kind),
-                partition.partition,
-                self.request_timeout,
-            )
-            .map_err(Error::client("fetch watermarks"))?;
-        Ok(Watermarks { low, high })
-    }
-
-    /// Consumer lag per partition: high watermark − `next_offset` for each
-    /// `(partition, next offset to read)`. Same caveat as [`KafkaSource::watermarks`].
-    pub fn lag(&self, positions: &[(SourcePartition, i64)]) -> Result<Vec<(SourcePartition, i64)>> {
-        positions
-            .iter()
-            .map(|&(p, next)| Ok((p, self.watermarks(p)?.lag(next))))
-            .collect()
     }
 
     fn shutdown(&mut self) {
@@ -1359,8 +1445,10 @@ impl KafkaSource {
             t.join()
                 .map_err(|_| Error::Internal("the source poll thread panicked".into()))?;
         }
-        // Dropping the last handle closes the consumer (librdkafka leaves the group; the
-        // final revocation is applied without being forwarded).
+        // Dropping the last strong reference (ours: handles are weak) closes the consumer:
+        // librdkafka leaves the group; the final revocation is applied, not forwarded.
+        drop(self);
+        tracing::info!("kafka source closed");
         Ok(())
     }
 
@@ -1373,8 +1461,9 @@ impl KafkaSource {
 }
 
 impl Drop for KafkaSource {
-    /// Without [`KafkaSource::close`]: signals the poll thread to stop; whichever of the two
-    /// drops the consumer last closes it (blocking for the group leave).
+    /// Without [`KafkaSource::close`]: signals the poll thread to stop; whichever of the
+    /// poll thread and the last handle drops the consumer last closes it (blocking for the
+    /// group leave).
     fn drop(&mut self) {
         if self.thread.is_some() {
             self.shutdown();

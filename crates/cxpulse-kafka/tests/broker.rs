@@ -361,7 +361,16 @@ async fn restarted_consumer_resumes_exactly_at_committed_offsets() {
     let seen: Seen = Default::default();
     let mut first = Member::new("first", &s, seen.clone());
     first.run_until(|m| m.count() >= n / 2).await;
-    first.commit_all().await;
+    // Commit from another task through a handle, as the sink side of the job does.
+    let handle = first.src.handle();
+    let offsets: Vec<_> = first.next.iter().map(|(p, o)| (*p, *o)).collect();
+    tokio::spawn({
+        let (handle, offsets) = (handle.clone(), offsets.clone());
+        async move { handle.commit_off_thread(offsets).await }
+    })
+    .await
+    .expect("commit task")
+    .expect("commit through a handle");
     let committed = first.next.clone();
     let first_count = first.count();
     assert!(
@@ -369,6 +378,9 @@ async fn restarted_consumer_resumes_exactly_at_committed_offsets() {
         "first member read everything: make n larger"
     );
     first.src.close().await.expect("close");
+    // Handles do not keep the consumer alive.
+    assert!(matches!(handle.commit(&offsets), Err(Error::Closed)));
+    assert!(matches!(handle.assignment(), Err(Error::Closed)));
 
     let mut second = Member::new("second", &s, seen.clone());
     second.run_until(|m| first_count + m.count() >= n).await;
@@ -682,26 +694,43 @@ async fn pause_stops_one_partition_while_others_continue() {
     m.src.close().await.expect("close");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_application_gets_backpressure_without_loss() {
-    let Some(b) = broker("slow_application_gets_backpressure_without_loss") else {
+/// A slow application (and one that stops reading for a while) loses nothing and gets
+/// nothing twice, whether the source only stops polling or pauses the partitions.
+async fn backpressure(tag: &str, pause_after_ms: u64) {
+    let Some(b) = broker(tag) else {
         return;
     };
-    let mut s = fresh(&b, "slow").await;
-    s.channel_capacity = 1;
+    let mut s = fresh(&b, tag).await;
+    s.channel_capacity = 2;
     s.max_batch_records = 25;
+    s.backpressure_pause_after_ms = pause_after_ms;
     let n = 1500;
     produce(&s, &s.touchpoint_topic, "tp", 0..n).await;
+    produce(&s, &s.survey_topic, "sv", 0..n / 3).await;
+    let total = n + n / 3;
     let seen: Seen = Default::default();
     let mut m = Member::new("slow", &s, seen.clone());
-    m.batch_delay = Duration::from_millis(20);
-    m.run_until(|m| m.count() >= n).await;
-    assert_eq!(m.run_for(Duration::from_secs(1)).await, 0);
+    m.run_until(|m| m.count() >= 100).await;
+    // Stall: the channel fills, the source stops polling, then (after pause_after) pauses.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    m.batch_delay = Duration::from_millis(10);
+    m.run_until(|m| m.count() >= total).await;
+    assert_eq!(m.run_for(Duration::from_secs(1)).await, 0, "extra records");
     assert!(seen.lock().expect("seen").values().all(|c| *c == 1));
     for (p, offs) in by_partition(&m.records) {
         assert_contiguous(&offs, 0, &p.to_string());
     }
     m.src.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_application_backpressure_without_pausing_loses_nothing() {
+    backpressure("slow-nopause", 60_000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_application_backpressure_with_auto_pause_loses_nothing() {
+    backpressure("slow-pause", 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
