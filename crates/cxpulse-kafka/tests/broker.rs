@@ -404,8 +404,8 @@ async fn restarted_consumer_resumes_exactly_at_committed_offsets() {
 }
 
 /// Runs two members concurrently; `b` joins after `a` has read `join_after` records.
-async fn two_members_hand_over(strategy: AssignmentStrategy, tag: &str) {
-    let Some(b) = broker(tag) else {
+async fn two_members_hand_over(test: &str, strategy: AssignmentStrategy, tag: &str) {
+    let Some(b) = broker(test) else {
         return;
     };
     let mut s = fresh(&b, tag).await;
@@ -504,12 +504,22 @@ async fn two_members_hand_over(strategy: AssignmentStrategy, tag: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eager_members_split_partitions_and_hand_over_without_loss_or_duplicates() {
-    two_members_hand_over(AssignmentStrategy::Range, "eager").await;
+    two_members_hand_over(
+        "eager_members_split_partitions_and_hand_over_without_loss_or_duplicates",
+        AssignmentStrategy::Range,
+        "eager",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cooperative_members_split_partitions_and_hand_over_without_loss_or_duplicates() {
-    two_members_hand_over(AssignmentStrategy::CooperativeSticky, "coop").await;
+    two_members_hand_over(
+        "cooperative_members_split_partitions_and_hand_over_without_loss_or_duplicates",
+        AssignmentStrategy::CooperativeSticky,
+        "coop",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -696,8 +706,8 @@ async fn pause_stops_one_partition_while_others_continue() {
 
 /// A slow application (and one that stops reading for a while) loses nothing and gets
 /// nothing twice, whether the source only stops polling or pauses the partitions.
-async fn backpressure(tag: &str, pause_after_ms: u64) {
-    let Some(b) = broker(tag) else {
+async fn backpressure(test: &str, tag: &str, pause_after_ms: u64) {
+    let Some(b) = broker(test) else {
         return;
     };
     let mut s = fresh(&b, tag).await;
@@ -725,12 +735,22 @@ async fn backpressure(tag: &str, pause_after_ms: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_application_backpressure_without_pausing_loses_nothing() {
-    backpressure("slow-nopause", 60_000).await;
+    backpressure(
+        "slow_application_backpressure_without_pausing_loses_nothing",
+        "slow-nopause",
+        60_000,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_application_backpressure_with_auto_pause_loses_nothing() {
-    backpressure("slow-pause", 0).await;
+    backpressure(
+        "slow_application_backpressure_with_auto_pause_loses_nothing",
+        "slow-pause",
+        0,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
