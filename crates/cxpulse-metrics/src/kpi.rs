@@ -533,6 +533,13 @@ impl KpiExporter {
         self.lock().apply(wanted, WindowParts::from_row)
     }
 
+    /// Forgets every series, e.g. after a rebalance: rows of partitions this instance no
+    /// longer owns must not be exported (and summed) any more. The next `advance` fills the
+    /// exporter again with rows merged over the partitions it owns now.
+    pub fn clear(&self) {
+        *self.lock() = LatestRows::new();
+    }
+
     /// Number of exported (window, channel, segment) series.
     pub fn series(&self) -> usize {
         self.lock().len()
@@ -697,5 +704,24 @@ impl Collector for KpiExporter {
 
     fn collect(&self) -> Vec<MetricFamily> {
         self.families()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_are_listed_in_enum_order_with_unique_names() {
+        let mut names = BTreeSet::new();
+        for (i, f) in FAMILIES.iter().enumerate() {
+            assert_eq!(f.fam as usize, i, "{} is out of order", f.name);
+            assert!(names.insert(f.name), "{} twice", f.name);
+            assert!(f.name.starts_with("cxpulse_window_"));
+        }
+        assert_eq!(
+            additive_family_names().count() + derived_family_names().count() + 2,
+            FAMILIES.len()
+        );
     }
 }

@@ -3,34 +3,9 @@
 
 mod common;
 
-use common::run_engines;
-use cxpulse_core::{KpiRow, Millis};
-use cxpulse_metrics::{additive_family_names, flatten, KpiExporter};
-use std::collections::{BTreeMap, BTreeSet};
-
-/// The latest end per window kind among `rows`.
-fn latest_ends(rows: &[KpiRow]) -> BTreeMap<String, Millis> {
-    let mut out = BTreeMap::new();
-    for r in rows {
-        let e = out.entry(r.window.to_string()).or_insert(r.end);
-        *e = (*e).max(r.end);
-    }
-    out
-}
-
-fn exporter_up_to(rows: &[KpiRow], ends: &BTreeMap<String, Millis>) -> KpiExporter {
-    let exporter = KpiExporter::default();
-    // Feed in emission order, in batches as the engine produced them.
-    let kept: Vec<KpiRow> = rows
-        .iter()
-        .filter(|r| ends.get(&*r.window).is_some_and(|e| r.end <= *e))
-        .cloned()
-        .collect();
-    for chunk in kept.chunks(500) {
-        exporter.observe(chunk);
-    }
-    exporter
-}
+use common::three_exporters;
+use cxpulse_metrics::{additive_family_names, flatten};
+use std::collections::BTreeSet;
 
 fn family_of(sample: &str) -> &str {
     let name = sample.split('{').next().unwrap();
@@ -46,24 +21,10 @@ fn family_of(sample: &str) -> &str {
 
 #[test]
 fn parts_of_two_instances_sum_to_one_instance() {
-    let runs = run_engines(7, 12.0, 25, 4, &[vec![0, 1], vec![2, 3], vec![0, 1, 2, 3]]);
-    let (a, b, all) = (&runs[0], &runs[1], &runs[2]);
-    assert!(!a.rows.is_empty() && !b.rows.is_empty());
-    // A common end per window kind that every instance has emitted.
-    let mut ends = latest_ends(&all.rows);
-    for run in [a, b] {
-        for (w, e) in latest_ends(&run.rows) {
-            let c = ends.entry(w).or_insert(e);
-            *c = (*c).min(e);
-        }
-    }
-    assert!(
-        ends.contains_key("1h") && ends.contains_key("24h"),
-        "{ends:?}"
-    );
-    let xa = flatten(&exporter_up_to(&a.rows, &ends).families());
-    let xb = flatten(&exporter_up_to(&b.rows, &ends).families());
-    let xall = flatten(&exporter_up_to(&all.rows, &ends).families());
+    let [a, b, all] = three_exporters(7, 12.0, 25);
+    let xa = flatten(&a.families());
+    let xb = flatten(&b.families());
+    let xall = flatten(&all.families());
 
     let additive: BTreeSet<&str> = additive_family_names().collect();
     let mut keys: BTreeSet<&String> = xall.keys().collect();

@@ -82,6 +82,12 @@ fn keeps_latest_and_drops_series_absent_from_the_latest_end() {
     x.observe(&[row("24h", e1, None, None, 5, 2)]);
     assert_eq!(promoters(&x, "all", "all"), Some(6.0));
     assert_eq!(x.series(), 3);
+    // A rebalance clears everything; the next rows start over (older ends included).
+    x.clear();
+    assert_eq!(x.series(), 0);
+    assert!(x.families().is_empty());
+    x.observe(&[row("1h", e1, None, None, 9, 2)]);
+    assert_eq!(promoters(&x, "all", "all"), Some(2.0));
 }
 
 #[test]

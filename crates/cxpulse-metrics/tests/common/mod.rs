@@ -4,6 +4,8 @@
 
 use cxpulse_core::{EngineConfig, KpiEngine, KpiRow, Millis, ValidationPolicy, MINUTE_MS};
 use cxpulse_gen::{Generator, GeneratorConfig};
+use cxpulse_metrics::KpiExporter;
+use std::collections::BTreeMap;
 
 /// FNV-1a: a stable customer → partition routing for tests.
 pub fn partition_of(customer: &str, partitions: u32) -> i32 {
@@ -77,4 +79,57 @@ pub fn run_engines(
         r.last_now = final_now;
     }
     runs
+}
+
+/// The latest end per window kind among `rows`.
+pub fn latest_ends(rows: &[KpiRow]) -> BTreeMap<String, Millis> {
+    let mut out = BTreeMap::new();
+    for r in rows {
+        let e = out.entry(r.window.to_string()).or_insert(r.end);
+        *e = (*e).max(r.end);
+    }
+    out
+}
+
+/// An exporter fed with `rows` up to the given end per window kind, in emission order.
+pub fn exporter_up_to(rows: &[KpiRow], ends: &BTreeMap<String, Millis>) -> KpiExporter {
+    let exporter = KpiExporter::default();
+    let kept: Vec<KpiRow> = rows
+        .iter()
+        .filter(|r| ends.get(&*r.window).is_some_and(|e| r.end <= *e))
+        .cloned()
+        .collect();
+    for chunk in kept.chunks(500) {
+        exporter.observe(chunk);
+    }
+    exporter
+}
+
+/// Two instances owning partitions {0, 1} and {2, 3} of four, and one instance owning all
+/// four, fed the same traffic; their exporters are cut at an end every one has emitted.
+pub fn three_exporters(seed: u64, rate: f64, minutes: i64) -> [KpiExporter; 3] {
+    let runs = run_engines(
+        seed,
+        rate,
+        minutes,
+        4,
+        &[vec![0, 1], vec![2, 3], vec![0, 1, 2, 3]],
+    );
+    assert!(runs.iter().all(|r| !r.rows.is_empty()));
+    let mut ends = latest_ends(&runs[2].rows);
+    for run in &runs[..2] {
+        for (w, e) in latest_ends(&run.rows) {
+            let c = ends.entry(w).or_insert(e);
+            *c = (*c).min(e);
+        }
+    }
+    assert!(
+        ends.contains_key("1h") && ends.contains_key("24h"),
+        "{ends:?}"
+    );
+    [
+        exporter_up_to(&runs[0].rows, &ends),
+        exporter_up_to(&runs[1].rows, &ends),
+        exporter_up_to(&runs[2].rows, &ends),
+    ]
 }
