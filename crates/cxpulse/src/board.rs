@@ -179,32 +179,27 @@ impl Board {
             }
         }
         out.push('\n');
-        let _ = writeln!(
-            out,
-            "{}",
-            paint(
-                "2",
-                &format!(
-                    "metrics {}  ·  rows → {} ({})  ·  responses → {} ({})",
-                    status.metrics_url,
-                    status.kpi_file,
-                    thousands(status.rows_written),
-                    status.responses_file,
-                    thousands(status.responses_written),
-                )
-            )
-        );
-        let _ = writeln!(
-            out,
-            "{}",
-            paint(
-                "2",
-                &format!(
-                    "NPS ±95 % margin · CSAT % of 4–5 [95 % Wilson] · CES mean 1–7 · FRT first response · loop % detractors followed up within {} (due {} later) · Ctrl-C stops",
-                    status.follow_up_deadline, status.follow_up_deadline
-                )
-            )
-        );
+        let footer = [
+            format!("metrics    {}", status.metrics_url),
+            format!(
+                "rows       {} ({})",
+                status.kpi_file,
+                thousands(status.rows_written)
+            ),
+            format!(
+                "responses  {} ({})",
+                status.responses_file,
+                thousands(status.responses_written)
+            ),
+            "NPS ±95 % margin · CSAT % of 4–5 [95 % Wilson] · CES mean of 1–7 · FRT p90 = first response".to_string(),
+            format!(
+                "loop % = detractors followed up within {0}, counted {0} after the answer · Ctrl-C stops",
+                status.follow_up_deadline
+            ),
+        ];
+        for line in footer {
+            let _ = writeln!(out, "{}", paint("2", &line));
+        }
         out
     }
 
