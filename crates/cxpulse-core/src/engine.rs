@@ -58,6 +58,10 @@ pub struct EngineConfig {
     pub follow_up_deadline_ms: Millis,
     /// Remember written panes for [`KpiEngine::take_changed_panes`] (a sink persists them).
     pub persist_panes: bool,
+    /// When the frontier jumps by more window ends than this in one `advance` (catching up
+    /// after downtime, replaying history), only the latest this-many ends are emitted.
+    /// `None`: every end.
+    pub max_ends_per_advance: Option<usize>,
 }
 
 impl Default for EngineConfig {
@@ -75,6 +79,7 @@ impl Default for EngineConfig {
             response_target_ms: DAY_MS,
             follow_up_deadline_ms: DAY_MS,
             persist_panes: false,
+            max_ends_per_advance: None,
         }
     }
 }
@@ -453,6 +458,9 @@ pub struct KpiEngine {
     partitions: FxHashMap<PartitionId, PartitionState>,
     /// Windows ending at or before this have been emitted.
     frontier: Option<Millis>,
+    /// The first window end ever emitted: corrections never reach before it (those windows
+    /// were never emitted as a complete set).
+    first_end: Option<Millis>,
     /// Per series, the minute range touched behind the frontier since the last advance.
     dirty: FxHashMap<GroupKey, (Millis, Millis)>,
     version: u64,
@@ -478,6 +486,7 @@ impl KpiEngine {
             segments: SegmentGuard::new(cfg.max_segments, &cfg.preset_segments),
             partitions: FxHashMap::default(),
             frontier: None,
+            first_end: None,
             dirty: FxHashMap::default(),
             version: 0,
             stats: EngineStats::default(),
@@ -728,6 +737,7 @@ impl KpiEngine {
             None => new_frontier - 1,
         };
         let new_frontier = new_frontier.max(old_frontier);
+        let first_end = *self.first_end.get_or_insert(new_frontier);
         for p in self.partitions.values_mut() {
             p.panes.prepare_reads();
             p.panes.close_through(new_frontier);
@@ -785,12 +795,13 @@ impl KpiEngine {
                 // still reaches the latest touched minute; then the new ends.
                 if let Some((lo, hi)) = corrected {
                     ends.extend(
-                        w.ends_in(&self.grid, *lo, old_frontier)
-                            .filter(|end| w.start_for(&self.grid, *end) <= *hi),
+                        w.ends_in(&self.grid, *lo, old_frontier).filter(|end| {
+                            *end >= first_end && w.start_for(&self.grid, *end) <= *hi
+                        }),
                     );
                 }
                 let corrections = ends.len();
-                ends.extend(w.ends_in(&self.grid, old_frontier, new_frontier));
+                ends.extend(self.new_ends(w, old_frontier, new_frontier));
                 if ends.is_empty() {
                     continue;
                 }
@@ -818,6 +829,7 @@ impl KpiEngine {
             self.emit_days(
                 &keys,
                 &dirty,
+                first_end,
                 old_frontier,
                 new_frontier,
                 watermark,
@@ -832,10 +844,12 @@ impl KpiEngine {
         rows
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn emit_days(
         &mut self,
         keys: &[GroupKey],
         dirty: &FxHashMap<GroupKey, (Millis, Millis)>,
+        first_end: Millis,
         old_frontier: Millis,
         new_frontier: Millis,
         watermark: Millis,
@@ -847,7 +861,9 @@ impl KpiEngine {
             if let Some((lo, hi)) = dirty.get(key) {
                 let mut d = self.grid.floor(*lo, DAY_MS);
                 while d <= *hi && d + DAY_MS <= old_frontier {
-                    day_ends.push(d + DAY_MS);
+                    if d + DAY_MS >= first_end {
+                        day_ends.push(d + DAY_MS);
+                    }
                     d += DAY_MS;
                 }
             }
@@ -889,6 +905,17 @@ impl KpiEngine {
         keys
     }
 
+    /// The window ends of `w` in `(old, new]`, limited by `max_ends_per_advance`.
+    fn new_ends(&self, w: &WindowSpec, old: Millis, new: Millis) -> Vec<Millis> {
+        let mut ends: Vec<Millis> = w.ends_in(&self.grid, old, new).collect();
+        if let Some(limit) = self.cfg.max_ends_per_advance {
+            if ends.len() > limit {
+                ends.drain(..ends.len() - limit);
+            }
+        }
+        ends
+    }
+
     /// Merges `key`'s panes over `[from, to)` from every partition into `acc`.
     fn merge_range(&self, key: &GroupKey, from: Millis, to: Millis, acc: &mut KpiState) -> usize {
         if from >= to {
@@ -914,6 +941,14 @@ impl KpiEngine {
             .collect();
         order.sort_unstable_by_key(|o| std::cmp::Reverse(o.0));
         let mut acc = KpiState::default();
+        // A window longer than a few hours merges many panes: a dense distinct-count
+        // accumulator takes each sparse pane in O(its entries) instead of re-merging lists.
+        if order
+            .last()
+            .is_some_and(|(start, _)| end - start > 6 * HOUR_MS)
+        {
+            acc.customers.densify();
+        }
         let mut cursor = end;
         let mut out = Vec::with_capacity(order.len());
         for (start, wi) in order {
@@ -959,6 +994,9 @@ impl KpiEngine {
             let starts: Vec<Millis> = run.iter().map(|e| w.start_for(&self.grid, *e)).collect();
             // Suffixes [s_m, pivot), built from the last one backwards.
             let mut suffixes = vec![KpiState::default(); run.len()];
+            if pivot - starts[0] > 6 * HOUR_MS {
+                suffixes[run.len() - 1].customers.densify();
+            }
             let last = run.len() - 1;
             range(starts[last], pivot, &mut suffixes[last]);
             for m in (0..last).rev() {
