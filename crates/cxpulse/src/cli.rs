@@ -39,6 +39,43 @@ pub enum Command {
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Create or upgrade the ClickHouse tables (versioned; running it twice changes nothing).
+    Migrate,
+    /// Write realistic, deterministic CX traffic to Kafka (Avro, keyed by customer).
+    Generate(GenerateArgs),
+}
+
+/// Flags of `cxpulse generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// How many records to send.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// How much event time to generate (e.g. 10m, 2h); the backfill ends now.
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// Events per second of event time [generator.events_per_second].
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Generator seed: the same seed gives the same records [generator.seed].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// A KPI shift, e.g. `nps-drop:30:phone:enterprise:10` [generator.scenario].
+    #[arg(long)]
+    pub scenario: Option<String>,
+    /// Share of records to break (truncated, bad magic, unknown schema, NPS 11, empty).
+    #[arg(long, default_value_t = 0.0)]
+    pub malformed_share: f64,
+    /// Send in real time (paced by event time) instead of as fast as possible.
+    #[arg(long)]
+    pub realtime: bool,
+    /// Event time of the first record, in ms since the Unix epoch (default: the backfill
+    /// ends now). The same seed and start always give the same records.
+    #[arg(long)]
+    pub start: Option<i64>,
+    /// Partitions of the topics when they are created.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
 }
 
 #[derive(Debug, Subcommand)]

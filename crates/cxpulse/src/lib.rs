@@ -33,6 +33,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Config(ConfigCommand::Check) => commands::config::check(path.as_deref(), &env),
         Command::Demo(args) => commands::demo::run(path.as_deref(), &env, cli.log_format, args),
+        Command::Migrate => commands::migrate::run(path.as_deref(), &env, cli.log_format),
+        Command::Generate(args) => {
+            commands::generate::run(path.as_deref(), &env, cli.log_format, args)
+        }
     }
 }
 

@@ -2,3 +2,5 @@
 
 pub mod config;
 pub mod demo;
+pub mod generate;
+pub mod migrate;
