@@ -279,6 +279,10 @@ struct CaseOpen {
 
 #[derive(Clone, Debug, Default)]
 struct CaseState {
+    /// Open, first reply and resolution all lie behind `W − horizon`: nothing acceptable can
+    /// change this case any more, so its details are dropped and later events of the same
+    /// case id are ignored (they must not start a new case) until `open + case_ttl` passes.
+    settled: bool,
     open: Option<CaseOpen>,
     /// Sorted reply times.
     replies: Vec<Millis>,
@@ -319,6 +323,15 @@ impl CaseState {
 
     fn resolution(&self, cfg: &EngineConfig) -> Option<TimedDuration> {
         self.duration_to(&self.resolutions, cfg)
+    }
+
+    /// True when the case can be forgotten entirely: no acceptable event (at or after
+    /// `floor`) can belong to it any more.
+    fn is_expired(&self, floor: Millis, cfg: &EngineConfig) -> bool {
+        match &self.open {
+            Some(open) => open.at + cfg.case_ttl_ms < floor,
+            None => self.is_final(floor, cfg),
+        }
     }
 
     /// True when nothing that can still be accepted (at or after `floor`) can change it.
@@ -675,6 +688,9 @@ impl KpiEngine {
             Some(c) => c,
             None => cases.entry(Box::from(case_id)).or_default(),
         };
+        if case.settled {
+            return;
+        }
         let before = (case.first_response(cfg), case.resolution(cfg));
         let t = e.occurred_at;
         match e.kind {
@@ -1120,11 +1136,18 @@ impl KpiEngine {
             let keep_from = self.grid.floor(floor, MINUTE_MS);
             state.seen = state.seen.split_off(&keep_from);
             state.cases.retain(|_, case| {
-                let done = case.is_final(floor, cfg);
-                if done && case.open.is_some() && case.first_response(cfg).is_none() {
-                    expired_unanswered += 1;
+                if case.is_expired(floor, cfg) {
+                    if !case.settled && case.open.is_some() && case.first_response(cfg).is_none() {
+                        expired_unanswered += 1;
+                    }
+                    return false;
                 }
-                !done
+                if !case.settled && case.open.is_some() && case.is_final(floor, cfg) {
+                    case.settled = true;
+                    case.replies = Vec::new();
+                    case.resolutions = Vec::new();
+                }
+                true
             });
             state.follow_ups.retain(|_, f| {
                 f.outbound.retain(|t| *t >= floor);
