@@ -427,26 +427,34 @@ impl PaneWriter<'_> {
         }
     }
 
-    fn add_duration(&mut self, d: TimedDuration, first_response: bool) {
-        self.apply(d.key, d.at, |s| {
-            let tally = if first_response {
+    /// Replaces a case's contribution to first-response (or resolution) times: retracts
+    /// `before` and adds `after` when they differ.
+    fn replace_duration(
+        &mut self,
+        before: Option<TimedDuration>,
+        after: Option<TimedDuration>,
+        first_response: bool,
+    ) {
+        if before == after {
+            return;
+        }
+        fn tally(s: &mut KpiState, first_response: bool) -> &mut crate::kpi::ResponseTimeTally {
+            if first_response {
                 s.first_response_mut()
             } else {
                 s.resolution_mut()
-            };
-            tally.add(d.duration, d.within_target);
-        });
-    }
-
-    fn retract_duration(&mut self, d: TimedDuration, first_response: bool) {
-        self.apply(d.key, d.at, |s| {
-            let tally = if first_response {
-                s.first_response_mut()
-            } else {
-                s.resolution_mut()
-            };
-            tally.retract(d.duration, d.within_target);
-        });
+            }
+        }
+        if let Some(d) = before {
+            self.apply(d.key, d.at, |s| {
+                tally(s, first_response).retract(d.duration, d.within_target)
+            });
+        }
+        if let Some(d) = after {
+            self.apply(d.key, d.at, |s| {
+                tally(s, first_response).add(d.duration, d.within_target)
+            });
+        }
     }
 }
 
@@ -718,23 +726,8 @@ impl KpiEngine {
             }
             _ => return,
         }
-        let after = (case.first_response(cfg), case.resolution(cfg));
-        if before.0 != after.0 {
-            if let Some(d) = before.0 {
-                writer.retract_duration(d, true);
-            }
-            if let Some(d) = after.0 {
-                writer.add_duration(d, true);
-            }
-        }
-        if before.1 != after.1 {
-            if let Some(d) = before.1 {
-                writer.retract_duration(d, false);
-            }
-            if let Some(d) = after.1 {
-                writer.add_duration(d, false);
-            }
-        }
+        writer.replace_duration(before.0, case.first_response(cfg), true);
+        writer.replace_duration(before.1, case.resolution(cfg), false);
     }
 
     /// Moves event time forward to the watermark at `now`: finalizes follow-up deadlines,
