@@ -262,14 +262,6 @@ impl<S: Mergeable> PaneSeries<S> {
         merged += self.merge_tier_range(Tier::Hour, b2, b1, acc);
         merged + self.merge_tier_range(Tier::Day, a2, b2, acc)
     }
-
-    /// Earliest pane start in any tier.
-    fn earliest(&self) -> Option<Millis> {
-        self.tiers
-            .iter()
-            .filter_map(|t| t.keys().next().copied())
-            .min()
-    }
 }
 
 /// Which periods of each coarse tier are already rolled up.
@@ -542,11 +534,6 @@ impl<K: Hash + Eq + Copy, S: Mergeable> PaneStore<K, S> {
 
     pub fn pane_count(&self, tier: Tier) -> usize {
         self.series.values().map(|s| s.pane_count(tier)).sum()
-    }
-
-    /// Earliest pane start over all series (for diagnostics and tests).
-    pub fn earliest(&self) -> Option<Millis> {
-        self.series.values().filter_map(PaneSeries::earliest).min()
     }
 }
 

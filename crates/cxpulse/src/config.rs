@@ -41,6 +41,16 @@ pub const CONFIG_ENV: &str = "CXPULSE_CONFIG";
 pub const DEFAULT_FILE: &str = "cxpulse.toml";
 /// What secrets are printed as.
 pub const REDACTED: &str = "<redacted>";
+
+/// A secret as it may be shown: empty stays empty (so "not set" is visible), anything else
+/// is [`REDACTED`].
+fn redact_secret(value: &str) -> &'static str {
+    if value.is_empty() {
+        ""
+    } else {
+        REDACTED
+    }
+}
 /// Tables whose keys are free (not part of the schema).
 const FREE_MAPS: &[&str] = &["kafka.properties"];
 
@@ -218,14 +228,7 @@ impl fmt::Debug for ClickHouseSection {
             .field("url", &redact_url(&self.url))
             .field("database", &self.database)
             .field("user", &self.user)
-            .field(
-                "password",
-                &if self.password.is_empty() {
-                    ""
-                } else {
-                    REDACTED
-                },
-            )
+            .field("password", &redact_secret(&self.password))
             .field("batch_rows", &self.batch_rows)
             .field("batch_interval", &self.batch_interval)
             .field("retries", &self.retries)
@@ -362,14 +365,7 @@ impl fmt::Debug for ClickHouseSettings {
             .field("url", &redact_url(&self.url))
             .field("database", &self.database)
             .field("user", &self.user)
-            .field(
-                "password",
-                &if self.password.is_empty() {
-                    ""
-                } else {
-                    REDACTED
-                },
-            )
+            .field("password", &redact_secret(&self.password))
             .field("batch_rows", &self.batch_rows)
             .field("batch_interval", &self.batch_interval)
             .field("retries", &self.retries)
