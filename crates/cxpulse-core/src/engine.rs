@@ -7,9 +7,12 @@
 //! a partition's state can move to another instance on its own.
 //!
 //! Semantics (see `docs/windows.md` for the full contract):
-//! * An event is **accepted** when its event time is at or after `watermark − horizon`;
-//!   accepted events behind the watermark are **late** and correct already-emitted windows
+//! * A partition has two sources (its touchpoints and its survey responses). An event is
+//!   **accepted** when its event time is at or after its own source's `watermark − horizon`;
+//!   accepted events behind that watermark are **late** and correct already-emitted windows
 //!   (re-emitted with a higher version). Older events are **rejected** and handed back.
+//!   What a partition counts depends only on its own records, so replays are exact; the job
+//!   watermark (minimum over sources) only decides when windows are emitted.
 //! * [`KpiEngine::advance`] emits, for every rolling window kind and every window end on its
 //!   grid up to the watermark, one row per group key with data, for the grouping sets
 //!   (channel, segment), (channel, all), (all, segment) and (all, all); and one row per
@@ -140,7 +143,9 @@ impl EngineConfig {
 }
 
 /// A grouping-set key: `None` stands for "all".
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct GroupKey {
     pub channel: Option<Channel>,
     pub segment: Option<SegmentId>,
@@ -270,14 +275,14 @@ pub struct EngineStats {
 }
 
 /// The opening contact of a case: earliest by (time, event id).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct CaseOpen {
     at: Millis,
     event_id: Box<str>,
     key: (Channel, SegmentId),
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct CaseState {
     /// Open, first reply and resolution all lie behind `W − horizon`: nothing acceptable can
     /// change this case any more, so its details are dropped and later events of the same
@@ -358,7 +363,7 @@ impl CaseState {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 struct Detractor {
     at: Millis,
     key: (Channel, SegmentId),
@@ -366,7 +371,7 @@ struct Detractor {
     finalized: bool,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct FollowUps {
     /// Sorted outbound contact times.
     outbound: Vec<Millis>,
@@ -377,10 +382,15 @@ struct FollowUps {
 #[derive(Clone, Debug)]
 struct PartitionState {
     panes: PaneStore<GroupKey, KpiState>,
-    /// Seen event ids (128-bit hash), bucketed by event-time minute: a redelivered event
-    /// carries its original event time, so it is looked up in its own minute's bucket; hot
-    /// buckets stay small, and forgetting old ids drops whole buckets.
-    seen: BTreeMap<Millis, FxHashSet<u128>>,
+    /// Per source kind ([`SourceKind`]): seen event ids (128-bit hash), bucketed by
+    /// event-time minute: a redelivered event carries its original event time, so it is
+    /// looked up in its own minute's bucket; hot buckets stay small, and forgetting old ids
+    /// drops whole buckets.
+    seen: [BTreeMap<Millis, FxHashSet<u128>>; 2],
+    /// Per source kind: the highest accepted event time. Acceptance, follow-up deadlines and
+    /// forgetting depend only on these, so a partition's state is a function of its own
+    /// records (whatever other partitions do, and whenever `advance` runs).
+    max_time: [Option<Millis>; 2],
     cases: FxHashMap<Box<str>, CaseState>,
     follow_ups: FxHashMap<u64, FollowUps>,
     /// Pending follow-up deadlines: (deadline, customer hash).
@@ -388,14 +398,45 @@ struct PartitionState {
 }
 
 impl PartitionState {
+    /// Events of `kind` before this are rejected: the source's own watermark − horizon.
+    fn floor(&self, kind: SourceKind, cfg: &EngineConfig) -> Option<Millis> {
+        self.max_time[kind as usize].map(|m| {
+            m.saturating_sub(cfg.allowed_lateness_ms)
+                .saturating_sub(cfg.correction_horizon_ms)
+        })
+    }
+
     fn new(grid: TimeGrid, persist_panes: bool) -> Self {
         PartitionState {
             panes: PaneStore::new(grid).with_persistence(persist_panes),
-            seen: BTreeMap::new(),
+            seen: [BTreeMap::new(), BTreeMap::new()],
+            max_time: [None, None],
             cases: FxHashMap::default(),
             follow_ups: FxHashMap::default(),
             deadlines: BinaryHeap::new(),
         }
+    }
+}
+
+/// The two sources of a partition: its touchpoint topic and its survey topic (co-partitioned,
+/// so one customer's touchpoints and responses share the partition number).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum SourceKind {
+    Touchpoints = 0,
+    Surveys = 1,
+}
+
+impl SourceKind {
+    pub fn of(event: &CxEvent) -> SourceKind {
+        match event {
+            CxEvent::Touchpoint(_) => SourceKind::Touchpoints,
+            CxEvent::Survey(_) => SourceKind::Surveys,
+        }
+    }
+
+    /// The watermark source of `partition`'s topic of this kind.
+    pub fn source(self, partition: PartitionId) -> PartitionId {
+        partition.saturating_mul(2).saturating_add(self as i32)
     }
 }
 
@@ -418,7 +459,10 @@ impl PaneWriter<'_> {
         let minute = self.grid.floor(t, MINUTE_MS);
         let corrects = self.frontier.is_some_and(|f| minute < f);
         for k in GroupKey::grouping_sets(key.0, key.1) {
-            self.panes.apply(k, t, &mut update);
+            self.panes.apply(k, t, |s| {
+                s.updates += 1;
+                update(s)
+            });
             if corrects {
                 let e = self.dirty.entry(k).or_insert((minute, minute));
                 e.0 = e.0.min(minute);
@@ -479,9 +523,6 @@ pub struct KpiEngine {
     partitions: FxHashMap<PartitionId, PartitionState>,
     /// Windows ending at or before this have been emitted.
     frontier: Option<Millis>,
-    /// The first window end ever emitted: corrections never reach before it (those windows
-    /// were never emitted as a complete set).
-    first_end: Option<Millis>,
     /// Per series, the minute range touched behind the frontier since the last advance.
     dirty: FxHashMap<GroupKey, (Millis, Millis)>,
     version: u64,
@@ -507,7 +548,6 @@ impl KpiEngine {
             segments: SegmentGuard::new(cfg.max_segments, &cfg.preset_segments),
             partitions: FxHashMap::default(),
             frontier: None,
-            first_end: None,
             dirty: FxHashMap::default(),
             version: 0,
             stats: EngineStats::default(),
@@ -552,13 +592,17 @@ impl KpiEngine {
         self.partitions
             .entry(partition)
             .or_insert_with(|| PartitionState::new(self.grid, self.cfg.persist_panes));
-        self.watermarks.assign(partition, now);
+        for kind in [SourceKind::Touchpoints, SourceKind::Surveys] {
+            self.watermarks.assign(kind.source(partition), now);
+        }
     }
 
     /// A partition was revoked: its state is dropped (its owner restores it elsewhere).
     pub fn revoke_partition(&mut self, partition: PartitionId) {
         self.partitions.remove(&partition);
-        self.watermarks.revoke(partition);
+        for kind in [SourceKind::Touchpoints, SourceKind::Surveys] {
+            self.watermarks.revoke(kind.source(partition));
+        }
     }
 
     /// Ingests one validated event from `partition` at processing time `now`.
@@ -568,11 +612,22 @@ impl KpiEngine {
         event: &CxEvent,
         now: Millis,
     ) -> IngestOutcome {
-        self.watermarks.touch(partition, now);
+        let kind = SourceKind::of(event);
+        let source = kind.source(partition);
+        self.watermarks.touch(source, now);
         let t = event.event_time();
-        let watermark = self.watermarks.current();
-        if let Some(w) = watermark {
-            if t < w.saturating_sub(self.cfg.correction_horizon_ms) {
+        let grid = self.grid;
+        let persist = self.cfg.persist_panes;
+        let state = self
+            .partitions
+            .entry(partition)
+            .or_insert_with(|| PartitionState::new(grid, persist));
+        // The source's own watermark decides, so replaying a partition always accepts the
+        // same events.
+        let watermark = state.max_time[kind as usize]
+            .map(|m| m.saturating_sub(self.cfg.allowed_lateness_ms));
+        if let (Some(w), Some(floor)) = (watermark, state.floor(kind, &self.cfg)) {
+            if t < floor {
                 self.stats.rejected_too_late += 1;
                 return IngestOutcome::Rejected(TooLate {
                     event_time: t,
@@ -581,15 +636,8 @@ impl KpiEngine {
                 });
             }
         }
-        let grid = self.grid;
-        let persist = self.cfg.persist_panes;
-        let state = self
-            .partitions
-            .entry(partition)
-            .or_insert_with(|| PartitionState::new(grid, persist));
         let minute = grid.floor(t, MINUTE_MS);
-        if !state
-            .seen
+        if !state.seen[kind as usize]
             .entry(minute)
             .or_default()
             .insert(id_hash(event.id()))
@@ -673,11 +721,23 @@ impl KpiEngine {
                 }
             }
         }
+        let max = &mut state.max_time[kind as usize];
+        *max = Some(max.map_or(t, |m| m.max(t)));
+        if let Some(floor) = state.floor(SourceKind::Touchpoints, &self.cfg) {
+            Self::finalize_follow_ups(
+                &self.cfg,
+                state,
+                self.grid,
+                self.frontier,
+                &mut self.dirty,
+                floor,
+            );
+        }
         self.stats.accepted += 1;
         if late {
             self.stats.late += 1;
         }
-        self.watermarks.observe(partition, t, now);
+        self.watermarks.observe(source, t, now);
         self.watermarks.advance(now);
         IngestOutcome::Accepted { late }
     }
@@ -737,16 +797,18 @@ impl KpiEngine {
         let Some(watermark) = self.watermarks.advance(now) else {
             return Vec::new();
         };
-        self.finalize_follow_ups(watermark);
         let new_frontier = self.grid.floor(watermark, MINUTE_MS);
         let old_frontier = match self.frontier {
             Some(f) if f >= new_frontier && self.dirty.is_empty() => return Vec::new(),
             Some(f) => f,
-            // The first frontier: the window ending there is the first one emitted.
-            None => new_frontier - 1,
+            // The first frontier: every window since the earliest data is emitted, so what
+            // is emitted never depends on when the first `advance` ran.
+            None => self
+                .earliest_minute()
+                .map_or(new_frontier - 1, |m| m.min(new_frontier - 1)),
         };
         let new_frontier = new_frontier.max(old_frontier);
-        let first_end = *self.first_end.get_or_insert(new_frontier);
+        let first_end = Millis::MIN;
         for p in self.partitions.values_mut() {
             p.panes.prepare_reads();
             p.panes.close_through(new_frontier);
@@ -848,7 +910,7 @@ impl KpiEngine {
         self.stats.rows_emitted += rows.len() as u64;
         self.frontier = Some(new_frontier);
         if new_frontier > old_frontier {
-            self.evict(watermark, new_frontier);
+            self.evict(new_frontier);
         }
         rows
     }
@@ -894,6 +956,24 @@ impl KpiEngine {
                 }
             }
         }
+    }
+
+    /// The earliest minute holding data (any partition).
+    fn earliest_minute(&self) -> Option<Millis> {
+        let all = GroupKey {
+            channel: None,
+            segment: None,
+        };
+        self.partitions
+            .values()
+            .filter_map(|p| {
+                let series = p.panes.series(&all)?;
+                crate::window::Tier::ALL
+                    .into_iter()
+                    .filter_map(|tier| series.panes(tier).next().map(|(t, _)| t))
+                    .min()
+            })
+            .min()
     }
 
     fn all_keys(&self) -> Vec<GroupKey> {
@@ -1081,53 +1161,76 @@ impl KpiEngine {
             channel: key.channel,
             segment: key.segment.map(|s| self.segments.name(s).clone()),
             watermark,
-            version: self.version,
+            version: state.updates,
             kpis,
             state,
         }
     }
 
-    fn finalize_follow_ups(&mut self, watermark: Millis) {
-        let deadline = self.cfg.follow_up_deadline_ms;
-        for state in self.partitions.values_mut() {
-            let mut writer = PaneWriter {
-                panes: &mut state.panes,
-                grid: self.grid,
-                frontier: self.frontier,
-                dirty: &mut self.dirty,
+    /// Counts every detractor of `state` whose follow-up deadline lies behind `floor` (the
+    /// touchpoint source's acceptance floor: no outbound contact that could still close it
+    /// can be accepted any more, so the outcome no longer depends on arrival order).
+    fn finalize_follow_ups(
+        cfg: &EngineConfig,
+        state: &mut PartitionState,
+        grid: TimeGrid,
+        frontier: Option<Millis>,
+        dirty: &mut FxHashMap<GroupKey, (Millis, Millis)>,
+        floor: Millis,
+    ) {
+        let deadline = cfg.follow_up_deadline_ms;
+        let mut writer = PaneWriter {
+            panes: &mut state.panes,
+            grid,
+            frontier,
+            dirty,
+        };
+        while let Some(Reverse((due, customer))) = state.deadlines.peek().copied() {
+            if due >= floor {
+                break;
+            }
+            state.deadlines.pop();
+            let Some(follow) = state.follow_ups.get_mut(&customer) else {
+                continue;
             };
-            while let Some(Reverse((due, customer))) = state.deadlines.peek().copied() {
-                if due >= watermark {
-                    break;
-                }
-                state.deadlines.pop();
-                let Some(follow) = state.follow_ups.get_mut(&customer) else {
-                    continue;
-                };
-                for d in follow.detractors.iter_mut() {
-                    if !d.finalized && d.at + deadline < watermark {
-                        d.finalized = true;
-                        let closed = u64::from(d.closed);
-                        writer.apply(d.key, d.at + deadline, |s| {
-                            s.closed_loop.due += 1;
-                            s.closed_loop.closed += closed;
-                        });
-                    }
+            for d in follow.detractors.iter_mut() {
+                if !d.finalized && d.at + deadline < floor {
+                    d.finalized = true;
+                    let closed = u64::from(d.closed);
+                    writer.apply(d.key, d.at + deadline, |s| {
+                        s.closed_loop.due += 1;
+                        s.closed_loop.closed += closed;
+                    });
                 }
             }
         }
     }
 
     /// Drops state nothing acceptable can change any more.
-    fn evict(&mut self, watermark: Millis, frontier: Millis) {
-        let floor = watermark.saturating_sub(self.cfg.correction_horizon_ms);
+    ///
+    /// What a partition forgets depends only on its own sources' floors, never on the job
+    /// watermark, so forgetting never changes what a later record of it does.
+    fn evict(&mut self, frontier: Millis) {
         let deadline = self.cfg.follow_up_deadline_ms;
         let cfg = &self.cfg;
+        let grid = self.grid;
         let mut expired_unanswered = 0;
         for state in self.partitions.values_mut() {
             state.panes.evict(frontier, &self.retention);
-            let keep_from = self.grid.floor(floor, MINUTE_MS);
-            state.seen = state.seen.split_off(&keep_from);
+            for kind in [SourceKind::Touchpoints, SourceKind::Surveys] {
+                if let Some(floor) = state.floor(kind, cfg) {
+                    let keep_from = grid.floor(floor, MINUTE_MS);
+                    let seen = &mut state.seen[kind as usize];
+                    *seen = seen.split_off(&keep_from);
+                }
+            }
+            let Some(tp_floor) = state.floor(SourceKind::Touchpoints, cfg) else {
+                continue;
+            };
+            // Outbound contacts can close detractors up to `deadline` before them; detractors
+            // still to come lie at or after the survey floor.
+            let outbound_floor = state.floor(SourceKind::Surveys, cfg).unwrap_or(tp_floor);
+            let floor = tp_floor;
             state.cases.retain(|_, case| {
                 if case.is_expired(floor, cfg) {
                     if !case.settled && case.open.is_some() && case.first_response(cfg).is_none() {
@@ -1143,7 +1246,7 @@ impl KpiEngine {
                 true
             });
             state.follow_ups.retain(|_, f| {
-                f.outbound.retain(|t| *t >= floor);
+                f.outbound.retain(|t| *t >= outbound_floor);
                 f.detractors
                     .retain(|d| !(d.finalized && d.at + deadline < floor));
                 !(f.outbound.is_empty() && f.detractors.is_empty())
@@ -1194,7 +1297,7 @@ impl KpiEngine {
         s.dedup_ids = self
             .partitions
             .values()
-            .flat_map(|p| p.seen.values())
+            .flat_map(|p| p.seen.iter().flat_map(|s| s.values()))
             .map(|b| b.len())
             .sum();
         s
@@ -1218,5 +1321,148 @@ impl KpiEngine {
                     .flat_map(move |tier| series.panes(tier).map(|(_, s)| s.approx_bytes() + 48))
             })
             .sum()
+    }
+}
+
+/// Everything a [`KpiEngine`] holds, in a form that survives a restart (see
+/// [`KpiEngine::checkpoint`]). The configuration is not part of it: the same configuration
+/// must be passed to [`KpiEngine::restore`].
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct EngineSnapshot {
+    format: u32,
+    /// Admitted segment names in id order, and how many events were folded into `other`.
+    segments: Vec<String>,
+    watermarks: crate::watermark::WatermarkSnapshot,
+    frontier: Option<Millis>,
+    dirty: Vec<(GroupKey, Millis, Millis)>,
+    partitions: Vec<PartitionSnapshot>,
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct PartitionSnapshot {
+    partition: PartitionId,
+    panes: Vec<(GroupKey, crate::window::Tier, Millis, KpiState)>,
+    seen: [Vec<(Millis, Vec<u128>)>; 2],
+    max_time: [Option<Millis>; 2],
+    cases: Vec<(String, CaseState)>,
+    follow_ups: Vec<(u64, FollowUps)>,
+    deadlines: Vec<(Millis, u64)>,
+}
+
+const SNAPSHOT_FORMAT: u32 = 1;
+
+/// A checkpoint that cannot be restored.
+#[derive(Debug, Error)]
+pub enum CheckpointError {
+    #[error("checkpoint is not readable: {0}")]
+    Decode(#[from] postcard::Error),
+    #[error("checkpoint format {found} is not supported (this build reads {SNAPSHOT_FORMAT})")]
+    Format { found: u32 },
+    #[error("checkpoint segment {0:?} is not admitted in the same order by this configuration (preset segments changed?)")]
+    Segments(String),
+    #[error(transparent)]
+    Config(#[from] EngineConfigError),
+}
+
+impl KpiEngine {
+    /// The engine's whole state as bytes: restoring them ([`KpiEngine::restore`]) and feeding
+    /// the records that followed gives exactly the rows an uninterrupted engine gives.
+    pub fn checkpoint(&mut self) -> Vec<u8> {
+        for p in self.partitions.values_mut() {
+            p.panes.prepare_reads();
+        }
+        let snapshot = EngineSnapshot {
+            format: SNAPSHOT_FORMAT,
+            segments: self.segments.names().iter().map(|n| n.to_string()).collect(),
+            watermarks: self.watermarks.snapshot(),
+            frontier: self.frontier,
+            dirty: self.dirty.iter().map(|(k, (lo, hi))| (*k, *lo, *hi)).collect(),
+            partitions: self
+                .partitions
+                .iter()
+                .map(|(id, p)| PartitionSnapshot {
+                    partition: *id,
+                    panes: p
+                        .panes
+                        .iter()
+                        .flat_map(|(k, series)| {
+                            crate::window::Tier::ALL.into_iter().flat_map(move |tier| {
+                                series
+                                    .panes(tier)
+                                    .map(move |(start, s)| (*k, tier, start, s.clone()))
+                            })
+                        })
+                        .collect(),
+                    seen: [0, 1].map(|i| {
+                        p.seen[i]
+                            .iter()
+                            .map(|(m, ids)| (*m, ids.iter().copied().collect()))
+                            .collect()
+                    }),
+                    max_time: p.max_time,
+                    cases: p
+                        .cases
+                        .iter()
+                        .map(|(id, c)| (id.to_string(), c.clone()))
+                        .collect(),
+                    follow_ups: p.follow_ups.iter().map(|(c, f)| (*c, f.clone())).collect(),
+                    deadlines: p.deadlines.iter().map(|Reverse(d)| *d).collect(),
+                })
+                .collect(),
+        };
+        // Serializing plain data into a Vec cannot fail.
+        postcard::to_allocvec(&snapshot).unwrap_or_default()
+    }
+
+    /// An engine with `cfg` and the state of `checkpoint`, at processing time `now`.
+    pub fn restore(
+        cfg: EngineConfig,
+        checkpoint: &[u8],
+        now: Millis,
+    ) -> Result<KpiEngine, CheckpointError> {
+        let snapshot: EngineSnapshot = postcard::from_bytes(checkpoint)?;
+        if snapshot.format != SNAPSHOT_FORMAT {
+            return Err(CheckpointError::Format {
+                found: snapshot.format,
+            });
+        }
+        let mut engine = KpiEngine::new(cfg)?;
+        for (i, name) in snapshot.segments.iter().enumerate() {
+            if engine.segments.admit(name) as usize != i {
+                return Err(CheckpointError::Segments(name.clone()));
+            }
+        }
+        engine.watermarks.restore(&snapshot.watermarks, now);
+        engine.frontier = snapshot.frontier;
+        engine.dirty = snapshot
+            .dirty
+            .into_iter()
+            .map(|(k, lo, hi)| (k, (lo, hi)))
+            .collect();
+        for p in snapshot.partitions {
+            let mut state = PartitionState::new(engine.grid, engine.cfg.persist_panes);
+            for (key, tier, start, pane) in &p.panes {
+                state.panes.restore_pane(*key, *tier, *start, pane);
+            }
+            if let Some(f) = engine.frontier {
+                state.panes.mark_closed_through(f);
+            }
+            state.seen = p.seen.map(|buckets| {
+                buckets
+                    .into_iter()
+                    .map(|(m, ids)| (m, ids.into_iter().collect()))
+                    .collect()
+            });
+            state.max_time = p.max_time;
+            state.cases = p
+                .cases
+                .into_iter()
+                .map(|(id, c)| (id.into_boxed_str(), c))
+                .collect();
+            state.follow_ups = p.follow_ups.into_iter().collect();
+            state.deadlines = p.deadlines.into_iter().map(Reverse).collect();
+            engine.partitions.insert(p.partition, state);
+        }
+        Ok(engine)
     }
 }

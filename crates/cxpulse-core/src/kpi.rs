@@ -158,8 +158,9 @@ impl CesTally {
 
 /// Durations of one kind (first response, resolution): a quantile sketch plus how many met
 /// the response target (24 h by default).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResponseTimeTally {
+    #[serde(with = "sketch_bytes::duration")]
     pub sketch: DurationSketch,
     pub within_target: u64,
 }
@@ -215,7 +216,7 @@ impl ClosedLoopTally {
 }
 
 /// Revenue per currency, in units of 1/10 000 (exact integer sums).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revenue {
     /// Sorted by currency, no zero-count entries.
     lines: Vec<(Currency, i128, u64)>,
@@ -254,8 +255,12 @@ impl Revenue {
 }
 
 /// Everything cxpulse counts for one (pane or window) × channel × segment.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KpiState {
+    /// How many updates were applied to this state (and, merged, to every pane of a window).
+    /// It only grows, so it orders the versions of one pane or window: whatever the
+    /// interleaving of the sources, a state holding more of their input has a higher count.
+    pub updates: u64,
     /// Accepted touchpoint events.
     pub touchpoints: u64,
     pub nps: NpsTally,
@@ -269,7 +274,66 @@ pub struct KpiState {
     pub purchases: u64,
     pub revenue: Revenue,
     /// Distinct customers seen (touchpoints and survey responses).
+    #[serde(with = "sketch_bytes::hll")]
     pub customers: Hll,
+}
+
+/// Sketches travel in their own binary formats (checkpoints).
+mod sketch_bytes {
+    use serde::de::Error as _;
+    use serde::{Deserializer, Serializer};
+
+    pub mod duration {
+        use super::*;
+        use cxpulse_sketch::DurationSketch;
+
+        pub fn serialize<S: Serializer>(v: &DurationSketch, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(&v.to_bytes())
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DurationSketch, D::Error> {
+            let bytes: Vec<u8> = serde_bytes_vec(d)?;
+            DurationSketch::from_bytes(&bytes).map_err(D::Error::custom)
+        }
+    }
+
+    pub mod hll {
+        use super::*;
+        use cxpulse_sketch::Hll;
+
+        pub fn serialize<S: Serializer>(v: &Hll, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(&v.to_bytes())
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Hll, D::Error> {
+            let bytes: Vec<u8> = serde_bytes_vec(d)?;
+            Hll::from_bytes(&bytes).map_err(D::Error::custom)
+        }
+    }
+
+    fn serde_bytes_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("sketch bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Vec<u8>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(b) = a.next_element()? {
+                    out.push(b);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
 }
 
 fn merge_boxed(into: &mut Option<Box<ResponseTimeTally>>, from: &Option<Box<ResponseTimeTally>>) {
@@ -310,6 +374,7 @@ impl KpiState {
 
 impl Mergeable for KpiState {
     fn merge(&mut self, o: &Self) {
+        self.updates += o.updates;
         self.touchpoints += o.touchpoints;
         self.nps.merge(&o.nps);
         self.csat.merge(&o.csat);

@@ -152,6 +152,36 @@ impl WatermarkTracker {
     }
 }
 
+/// What a [`WatermarkTracker`] must remember across a restart: the highest event time of
+/// every source and the job watermark (processing-time idleness starts afresh).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WatermarkSnapshot {
+    pub sources: Vec<(PartitionId, Option<Millis>)>,
+    pub job_watermark: Option<Millis>,
+}
+
+impl WatermarkTracker {
+    pub fn snapshot(&self) -> WatermarkSnapshot {
+        WatermarkSnapshot {
+            sources: self
+                .partitions
+                .iter()
+                .map(|c| (c.partition, c.max_event_time))
+                .collect(),
+            job_watermark: self.job_watermark,
+        }
+    }
+
+    /// Restores `snapshot` at processing time `now` (every source counts as just seen).
+    pub fn restore(&mut self, snapshot: &WatermarkSnapshot, now: Millis) {
+        for (partition, max) in &snapshot.sources {
+            let clock = self.clock_mut(*partition, now);
+            clock.max_event_time = clock.max_event_time.max(*max);
+        }
+        self.job_watermark = self.job_watermark.max(snapshot.job_watermark);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
