@@ -790,13 +790,25 @@ impl KpiEngine {
         writer.replace_duration(before.1, case.resolution(cfg), false);
     }
 
-    /// Moves event time forward to the watermark at `now`: finalizes follow-up deadlines,
-    /// emits every window that became complete and re-emits the windows corrected by late
-    /// events since the last call. Rows of one call share one (higher) version.
+    /// Moves event time forward to the watermark at `now`: emits every window that became
+    /// complete and re-emits the windows corrected by late events since the last call.
     pub fn advance(&mut self, now: Millis) -> Vec<KpiRow> {
+        self.advance_until(now, None)
+    }
+
+    /// The job watermark at processing time `now` (recomputed; see `docs/windows.md`).
+    pub fn watermark_at(&mut self, now: Millis) -> Option<Millis> {
+        self.watermarks.advance(now)
+    }
+
+    /// [`KpiEngine::advance`], emitting no window that ends after `limit`: several engines
+    /// (one per partition) advanced with the same limit emit the same window ends, so
+    /// their rows can be summed.
+    pub fn advance_until(&mut self, now: Millis, limit: Option<Millis>) -> Vec<KpiRow> {
         let Some(watermark) = self.watermarks.advance(now) else {
             return Vec::new();
         };
+        let watermark = limit.map_or(watermark, |l| watermark.min(l));
         let new_frontier = self.grid.floor(watermark, MINUTE_MS);
         let old_frontier = match self.frontier {
             Some(f) if f >= new_frontier && self.dirty.is_empty() => return Vec::new(),
