@@ -7,6 +7,9 @@
 #   clickhouse    ClickHouse 26.9 = PyPI chdb-core served on real HTTP/TCP ports
 #   prometheus    Debian package `prometheus` (also gives promtool)
 #   alertmanager  Debian package `prometheus-alertmanager` (also gives amtool)
+# and, install only (tools of the Grafana/compose tests, docs/grafana.md):
+#   npm           typescript + @grafana/schema from npm, cached under $CACHE/grafana-schema
+#   compose       Debian package `docker-compose` (validates docker-compose.yml, no daemon)
 #
 # Usage:
 #   scripts/servers.sh install [TARGET...]      install (cached), start nothing
@@ -18,7 +21,8 @@
 #   scripts/servers.sh topic-create NAME PARTITIONS
 #   scripts/servers.sh logs TARGET              tail of a server's log
 #   scripts/servers.sh clean                    stop all and delete the run dir (all data)
-# TARGET: kafka clickhouse prometheus alertmanager s3 all (default all)
+# TARGET: kafka clickhouse prometheus alertmanager s3 all (default all); install also
+# takes npm and compose (and installs them with `all`).
 #
 # Installs are cached under ${XDG_CACHE_HOME:-$HOME/.cache}/cxpulse; runtime state (PID
 # files, logs, data, generated configs) under ${CXPULSE_SERVERS_DIR:-$REPO/.servers}.
@@ -49,10 +53,14 @@ CHDB_PKGS=(chdb-core==26.9.0)
 # the full moto[server] extra 317 MB / ~60 s, for the same moto_server.
 MOTO_PKGS=("moto[s3]==5.2.5" flask==3.1.3 flask-cors==6.0.5)
 DEBS=(prometheus prometheus-alertmanager)
+# The dashboards are type-checked against these (grafana/grafana image of the same version
+# in docker-compose.yml). A different list reinstalls them.
+NPM_PKGS=(typescript@5.9.3 @grafana/schema@13.2.3)
 
 KAFKA_VENV="$CACHE/kafka-venv"
 CHDB_VENV="$CACHE/chdb-venv"
 MOTO_VENV="$CACHE/moto-venv"
+NPM_DIR="$CACHE/grafana-schema"
 S3_BUCKET=tansu
 
 export PIP_CACHE_DIR="$CACHE/pip" PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
@@ -223,8 +231,52 @@ install_debs() {
   return 0
 }
 
+# npm packages into $NPM_DIR/node_modules, once; the marker lists them. npm's own download
+# cache is $CACHE/npm, so a reinstall of the same versions needs no network.
+install_npm() {
+  local want="${NPM_PKGS[*]}"
+  if [[ -f $NPM_DIR/.cxpulse-installed && "$(<"$NPM_DIR/.cxpulse-installed")" == "$want" ]]; then
+    return 0
+  fi
+  if ! command -v npm >/dev/null; then
+    [[ $(id -u) == 0 ]] || die "npm missing and not root: apt-get install -y nodejs npm"
+    log "installing Debian packages: nodejs npm"
+    { export DEBIAN_FRONTEND=noninteractive; apt-get update -q >/dev/null &&
+      apt-get install -y -q --no-install-recommends nodejs npm >/dev/null; } || die "apt-get install nodejs npm failed"
+  fi
+  mkdir -p "$CACHE"
+  (
+    flock 9
+    if [[ -f $NPM_DIR/.cxpulse-installed && "$(<"$NPM_DIR/.cxpulse-installed")" == "$want" ]]; then
+      exit 0
+    fi
+    local t0=$SECONDS
+    log "installing $want into $NPM_DIR"
+    rm -rf "$NPM_DIR"
+    mkdir -p "$NPM_DIR"
+    printf '{"name":"cxpulse-grafana-schema","private":true}\n' >"$NPM_DIR/package.json"
+    npm install --prefix "$NPM_DIR" --cache "$CACHE/npm" --prefer-offline --no-audit --no-fund \
+      --no-package-lock --loglevel=error "${NPM_PKGS[@]}" >&2 || die "npm install ${NPM_PKGS[*]} failed"
+    printf '%s' "$want" >"$NPM_DIR/.cxpulse-installed"
+    log "installed $NPM_DIR in $((SECONDS - t0))s"
+  ) 9>"$CACHE/install.lock"
+}
+
+# docker-compose (Debian's, 1.29): only `docker-compose config` is used, no Docker daemon.
+install_compose() {
+  command -v docker-compose >/dev/null && return 0
+  [[ $(id -u) == 0 ]] || die "docker-compose missing and not root: apt-get install -y docker-compose"
+  local t0=$SECONDS
+  log "installing Debian package: docker-compose"
+  { export DEBIAN_FRONTEND=noninteractive; apt-get update -q >/dev/null &&
+    apt-get install -y -q --no-install-recommends docker-compose >/dev/null; } || die "apt-get install docker-compose failed"
+  log "installed docker-compose in $((SECONDS - t0))s"
+}
+
 install_target() {
   case $1 in
+    npm) install_npm ;;
+    compose) install_compose ;;
     kafka) install_kafka; [[ $KAFKA_STORAGE == s3 ]] && install_s3; return 0 ;;
     s3) install_s3 ;;
     clickhouse) install_clickhouse ;;
@@ -398,18 +450,27 @@ stop_server() {
 
 # ---------------------------------------------------------------------------- commands
 ALL_START=(kafka clickhouse alertmanager prometheus)
+ALL_INSTALL=(kafka clickhouse alertmanager prometheus npm compose)
 ALL_STOP=(prometheus alertmanager clickhouse kafka s3)
 
 # Expand "all" (or nothing) into the list for this command; validate names.
 targets() {
   local cmd=$1; shift
   if (($# == 0)) || [[ " $* " == *" all "* ]]; then
-    if [[ $cmd == stop ]]; then echo "${ALL_STOP[@]}"; else echo "${ALL_START[@]}"; fi
+    case $cmd in
+      stop) echo "${ALL_STOP[@]}" ;;
+      install) echo "${ALL_INSTALL[@]}" ;;
+      *) echo "${ALL_START[@]}" ;;
+    esac
     return 0
   fi
   local t
   for t in "$@"; do
-    case $t in kafka | clickhouse | prometheus | alertmanager | s3) ;; *) die "unknown target: $t" ;; esac
+    case $t in
+      kafka | clickhouse | prometheus | alertmanager | s3) ;;
+      npm | compose) [[ $cmd == install ]] || die "$t is a tool: it can only be installed" ;;
+      *) die "unknown target: $t" ;;
+    esac
   done
   echo "$@"
 }
@@ -440,6 +501,8 @@ cmd_env() {
     CXPULSE_CHDB_PY "$CHDB_VENV/bin/python" \
     CXPULSE_PROMTOOL "$promtool" \
     CXPULSE_AMTOOL "$amtool" \
+    CXPULSE_GRAFANA_NODE_MODULES "$NPM_DIR/node_modules" \
+    CXPULSE_DOCKER_COMPOSE "$(command -v docker-compose || echo /usr/bin/docker-compose)" \
     CXPULSE_SERVERS_DIR "$RUN"
 }
 
