@@ -43,7 +43,15 @@ pub enum Command {
     Migrate,
     /// Write realistic, deterministic CX traffic to Kafka (Avro, keyed by customer).
     Generate(GenerateArgs),
+    /// The stream job: Kafka -> rolling KPI windows -> ClickHouse and /metrics, with
+    /// checkpoints (no loss, no double counting); bad records go to the dead-letter topic.
+    /// Runs until SIGTERM/SIGINT, then flushes, checkpoints, commits and exits 0.
+    Run(RunArgs),
 }
+
+/// Flags of `cxpulse run` (everything else comes from the configuration).
+#[derive(Debug, Args)]
+pub struct RunArgs {}
 
 /// Flags of `cxpulse generate`.
 #[derive(Debug, Args)]

@@ -68,6 +68,7 @@ pub struct FileConfig {
     pub metrics: MetricsSection,
     pub generator: GeneratorSection,
     pub demo: DemoSection,
+    pub job: JobSection,
 }
 
 /// `[engine]`: windows, lateness and the joins (see `docs/windows.md`).
@@ -305,6 +306,26 @@ impl Default for GeneratorSection {
     }
 }
 
+/// `[job]`: the stream job (`cxpulse run`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobSection {
+    /// How often each partition's state is checkpointed to ClickHouse (and its offsets
+    /// committed to Kafka). A restart replays at most this much input.
+    pub checkpoint_interval: String,
+    /// After SIGTERM/SIGINT: how long the final flush, checkpoint and commit may take.
+    pub shutdown_timeout: String,
+}
+
+impl Default for JobSection {
+    fn default() -> Self {
+        JobSection {
+            checkpoint_interval: "10s".to_string(),
+            shutdown_timeout: "30s".to_string(),
+        }
+    }
+}
+
 /// `[demo]`: the self-contained demo.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -344,6 +365,14 @@ pub struct Settings {
     /// `start` is set by whoever runs the generator.
     pub generator: GeneratorConfig,
     pub demo: DemoSettings,
+    pub job: JobSettings,
+}
+
+/// `[job]`, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobSettings {
+    pub checkpoint_interval: Duration,
+    pub shutdown_timeout: Duration,
 }
 
 #[derive(Clone)]
@@ -883,6 +912,7 @@ fn settings(f: &FileConfig, o: &Origins) -> Result<Settings, ConfigError> {
         metrics: metrics_settings(f, o)?,
         generator: generator_settings(&f.generator, o)?,
         demo: demo_settings(&f.demo, o)?,
+        job: job_settings(&f.job, o)?,
     })
 }
 
@@ -1126,6 +1156,21 @@ fn generator_settings(g: &GeneratorSection, o: &Origins) -> Result<GeneratorConf
     cfg.validate()
         .map_err(|e| o.invalid("generator", e.to_string()))?;
     Ok(cfg)
+}
+
+fn job_settings(j: &JobSection, o: &Origins) -> Result<JobSettings, ConfigError> {
+    let checkpoint_interval = o.std_duration("job.checkpoint_interval", &j.checkpoint_interval, 100)?;
+    if checkpoint_interval > Duration::from_secs(3600) {
+        return Err(o.invalid(
+            "job.checkpoint_interval",
+            format!("{:?} is more than 1h", j.checkpoint_interval),
+        ));
+    }
+    let shutdown_timeout = o.std_duration("job.shutdown_timeout", &j.shutdown_timeout, 1000)?;
+    Ok(JobSettings {
+        checkpoint_interval,
+        shutdown_timeout,
+    })
 }
 
 fn demo_settings(d: &DemoSection, o: &Origins) -> Result<DemoSettings, ConfigError> {

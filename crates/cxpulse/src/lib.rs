@@ -37,6 +37,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => {
             commands::generate::run(path.as_deref(), &env, cli.log_format, args)
         }
+        Command::Run(args) => commands::run::run(path.as_deref(), &env, cli.log_format, args),
     }
 }
 

@@ -4,3 +4,4 @@ pub mod config;
 pub mod demo;
 pub mod generate;
 pub mod migrate;
+pub mod run;
