@@ -430,16 +430,55 @@ fn compose_file_is_valid_and_everything_it_mounts_exists() {
             root.join("grafana/dashboards").canonicalize().unwrap()
         );
     }
-    let datasources = std::fs::read_dir(&ds_dir)
+    // The datasources, parsed: each points at a compose service, ClickHouse through the
+    // official plugin with the connection fields it reads (`jsonData`).
+    let mut datasources: Vec<Value> = Vec::new();
+    for f in std::fs::read_dir(&ds_dir)
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .map(|p| std::fs::read_to_string(p).unwrap())
-        .collect::<String>();
-    let uids = yaml_values(&datasources, "uid");
-    let types = yaml_values(&datasources, "type");
+    {
+        let doc = yaml_to_json(&std::fs::read(&f).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        assert_eq!(doc["apiVersion"], 1, "{}", f.display());
+        datasources.extend(doc["datasources"].as_array().cloned().unwrap_or_default());
+    }
+    let by_type = |ty: &str| {
+        datasources
+            .iter()
+            .find(|d| d["type"] == ty)
+            .unwrap_or_else(|| panic!("no {ty} datasource provisioned"))
+            .clone()
+    };
+    let uids: Vec<String> = datasources
+        .iter()
+        .filter_map(|d| d["uid"].as_str().map(str::to_string))
+        .collect();
+    let prom_ds = by_type("prometheus");
+    assert_eq!(prom_ds["uid"], PROMETHEUS_UID);
+    assert_eq!(
+        prom_ds["url"], "http://prometheus:9090",
+        "the compose service"
+    );
+    let ch = by_type(CLICKHOUSE_TYPE);
+    assert_eq!(ch["uid"], CLICKHOUSE_UID);
+    let j = &ch["jsonData"];
+    assert_eq!(j["host"], "clickhouse", "the compose service: {j}");
+    assert_eq!(j["port"], 8123, "ClickHouse's HTTP port: {j}");
+    assert_eq!(j["protocol"], "http", "{j}");
+    assert!(j["username"].is_string() && j["secure"] == false, "{j}");
     assert!(
-        types.iter().any(|t| t == CLICKHOUSE_TYPE) && types.iter().any(|t| t == "prometheus"),
-        "{types:?}"
+        cx_cfg.contains(&format!("database = \"{}\"", j["defaultDatabase"].as_str().unwrap_or("?"))),
+        "the boards' unqualified tables live in the database cxpulse migrates: defaultDatabase {} vs {}",
+        j["defaultDatabase"],
+        cx_cfg_src.display()
+    );
+    assert!(
+        ch["secureJsonData"]["password"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("${")
+                && genv.contains_key(p.trim_start_matches("${").trim_end_matches('}'))),
+        "the ClickHouse password comes from Grafana's environment: {}",
+        ch["secureJsonData"]
     );
     for d in dashboards() {
         for p in d.panels() {
@@ -466,16 +505,6 @@ fn compose_file_is_valid_and_everything_it_mounts_exists() {
             "{}: {} queries, datasources provisioned",
             d.name,
             sources.len()
-        );
-    }
-    assert!(uids.iter().any(|u| u == PROMETHEUS_UID) && uids.iter().any(|u| u == CLICKHOUSE_UID));
-    for (host, port) in [
-        ("http://prometheus:9090", "prometheus"),
-        ("clickhouse", "clickhouse"),
-    ] {
-        assert!(
-            datasources.contains(host),
-            "the {port} datasource points at the compose service"
         );
     }
 
