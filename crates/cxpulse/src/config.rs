@@ -1159,7 +1159,8 @@ fn generator_settings(g: &GeneratorSection, o: &Origins) -> Result<GeneratorConf
 }
 
 fn job_settings(j: &JobSection, o: &Origins) -> Result<JobSettings, ConfigError> {
-    let checkpoint_interval = o.std_duration("job.checkpoint_interval", &j.checkpoint_interval, 100)?;
+    let checkpoint_interval =
+        o.std_duration("job.checkpoint_interval", &j.checkpoint_interval, 100)?;
     if checkpoint_interval > Duration::from_secs(3600) {
         return Err(o.invalid(
             "job.checkpoint_interval",

@@ -87,9 +87,18 @@ impl Setup {
             ("CXPULSE_KAFKA__DEAD_LETTER_TOPIC", dead_letters.clone()),
             ("CXPULSE_KAFKA__GROUP_ID", group.clone()),
             // tansu: group joins take half the session timeout.
-            ("CXPULSE_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000".into()),
-            ("CXPULSE_KAFKA__PROPERTIES__HEARTBEAT_INTERVAL_MS", "500".into()),
-            ("CXPULSE_KAFKA__PROPERTIES__FETCH_QUEUE_BACKOFF_MS", "10".into()),
+            (
+                "CXPULSE_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS",
+                "6000".into(),
+            ),
+            (
+                "CXPULSE_KAFKA__PROPERTIES__HEARTBEAT_INTERVAL_MS",
+                "500".into(),
+            ),
+            (
+                "CXPULSE_KAFKA__PROPERTIES__FETCH_QUEUE_BACKOFF_MS",
+                "10".into(),
+            ),
             ("CXPULSE_CLICKHOUSE__URL", s.clickhouse.clone()),
             ("CXPULSE_CLICKHOUSE__DATABASE", database.clone()),
             ("CXPULSE_CLICKHOUSE__BATCH_INTERVAL", "300ms".into()),
@@ -126,26 +135,45 @@ impl Setup {
         c
     }
 
-    /// `cxpulse generate`: `count` records at `rate` events/s of event time.
+    /// `cxpulse generate`: `count` records at `rate` events/s of event time from `START`.
     fn generate(&mut self, count: u64, rate: &str, malformed_share: &str, seed: &str) {
-        let out = self
-            .command(&[
-                "generate",
-                "--count",
-                &count.to_string(),
-                "--seed",
-                seed,
-                "--rate",
-                rate,
-                "--malformed-share",
-                malformed_share,
-                "--partitions",
-                &PARTITIONS.to_string(),
-                "--start",
-                START,
-            ])
-            .output()
-            .expect("cxpulse generate runs");
+        let child = self.spawn_generate(count, rate, malformed_share, seed, START);
+        self.generated(child);
+    }
+
+    /// Starts `cxpulse generate` (event time from `start`, ms) without waiting for it.
+    fn spawn_generate(
+        &self,
+        count: u64,
+        rate: &str,
+        malformed_share: &str,
+        seed: &str,
+        start: &str,
+    ) -> Child {
+        self.command(&[
+            "generate",
+            "--count",
+            &count.to_string(),
+            "--seed",
+            seed,
+            "--rate",
+            rate,
+            "--malformed-share",
+            malformed_share,
+            "--partitions",
+            &PARTITIONS.to_string(),
+            "--start",
+            start,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cxpulse generate starts")
+    }
+
+    /// Waits for a `cxpulse generate` and counts what it sent.
+    fn generated(&mut self, child: Child) {
+        let out = child.wait_with_output().expect("cxpulse generate runs");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -236,10 +264,7 @@ impl Setup {
             }
             for j in jobs.iter_mut() {
                 if let Ok(Some(status)) = j.child.try_wait() {
-                    panic!(
-                        "the job exited early ({status}); log:\n{}",
-                        j.log_tail()
-                    );
+                    panic!("the job exited early ({status}); log:\n{}", j.log_tail());
                 }
             }
             assert!(
@@ -278,7 +303,10 @@ impl Setup {
                 Err(_) => bad += 1,
             }
         }
-        assert_eq!(bad, self.malformed, "the malformed records are the bad ones");
+        assert_eq!(
+            bad, self.malformed,
+            "the malformed records are the bad ones"
+        );
         let mut input = Input::new();
         for list in per_source.values_mut() {
             list.sort_by_key(|(o, _)| *o);
@@ -309,7 +337,11 @@ impl Setup {
 
         // The rows every partition has emitted: up to the smallest frontier.
         let checkpoints = self.checkpoints();
-        assert_eq!(checkpoints.len(), PARTITIONS as usize, "one checkpoint per partition");
+        assert_eq!(
+            checkpoints.len(),
+            PARTITIONS as usize,
+            "one checkpoint per partition"
+        );
         let frontier = checkpoints
             .values()
             .filter_map(|(_, f)| *f)
@@ -371,7 +403,9 @@ impl Setup {
                         && k.channel_label() == channel
                         && k.segment_label() == segment
                 })
-                .unwrap_or_else(|| panic!("view row {window} {channel} {segment} {end} unexpected"));
+                .unwrap_or_else(|| {
+                    panic!("view row {window} {channel} {segment} {end} unexpected")
+                });
             let parts = &expected[key];
             let n = parts.promoters + parts.passives + parts.detractors;
             let want = 100.0 * (parts.promoters as f64 - parts.detractors as f64) / n as f64;
@@ -431,7 +465,8 @@ impl Setup {
         for row in rows {
             let mut state = row.state().expect("stored parts decode");
             state.updates = row.version;
-            let key = RowKey::from_labels(&row.window, row.start, row.end, &row.channel, &row.segment);
+            let key =
+                RowKey::from_labels(&row.window, row.start, row.end, &row.channel, &row.segment);
             out.entry(key).or_default().merge(&state);
         }
         out
@@ -473,7 +508,11 @@ impl Job {
         let deadline = Instant::now() + limit;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(status.success(), "the job exited with {status}; log:\n{}", self.log_tail());
+                assert!(
+                    status.success(),
+                    "the job exited with {status}; log:\n{}",
+                    self.log_tail()
+                );
                 return;
             }
             assert!(
@@ -542,7 +581,10 @@ fn read_topics(bootstrap: &str, topics: &[&str]) -> Vec<TopicRecord> {
                 })
                 .unwrap_or_default();
             out.push(TopicRecord {
-                topic: topics.iter().position(|t| *t == m.topic()).unwrap_or(usize::MAX),
+                topic: topics
+                    .iter()
+                    .position(|t| *t == m.topic())
+                    .unwrap_or(usize::MAX),
                 partition: m.partition(),
                 offset: m.offset(),
                 payload: m.payload().unwrap_or_default().to_vec(),
@@ -578,7 +620,11 @@ fn end_to_end_every_row_equals_the_recomputation() {
 
     // Every malformed record is in the dead-letter topic, with its origin and reason.
     let dead = read_topics(&setup.kafka, &[&setup.dead_letters]);
-    assert_eq!(dead.len() as u64, setup.malformed, "one dead letter per malformed record");
+    assert_eq!(
+        dead.len() as u64,
+        setup.malformed,
+        "one dead letter per malformed record"
+    );
     for d in &dead {
         let h: BTreeMap<&str, &str> = d
             .headers
@@ -603,16 +649,29 @@ fn kill_9_mid_stream_and_restart_is_still_exact() {
     let mut setup = Setup::new(&s, "kill");
     setup.generate(COUNT, RATE, "0.01", "8");
     let mut job = setup.start_job("a");
-    setup.wait_covered(setup.records * 2 / 5, Duration::from_secs(180), &mut [&mut job]);
+    setup.wait_covered(setup.records, Duration::from_secs(180), &mut [&mut job]);
+    // More traffic (the next ~33 minutes of event time) while the job runs: kill -9 it
+    // while it consumes, between checkpoints.
+    let next_start = (START.parse::<i64>().expect("START") + 2_000_000).to_string();
+    let more = setup.spawn_generate(COUNT, RATE, "0.01", "18", &next_start);
+    std::thread::sleep(Duration::from_millis(1_500));
     job.kill9();
     let covered_at_kill = setup.covered();
-    assert!(covered_at_kill < setup.records, "killed mid-stream");
+    setup.generated(more);
+    assert!(
+        covered_at_kill < setup.records,
+        "killed mid-stream ({covered_at_kill} of {} covered)",
+        setup.records
+    );
     let mut job = setup.start_job("b");
     setup.wait_covered(setup.records, Duration::from_secs(180), &mut [&mut job]);
     std::thread::sleep(Duration::from_secs(4));
     job.stop(Duration::from_secs(30));
     let log = std::fs::read_to_string(&job_log(&setup, "b")).unwrap_or_default();
-    assert!(log.contains("restored from checkpoint"), "the restart restored checkpoints");
+    assert!(
+        log.contains("restored from checkpoint"),
+        "the restart restored checkpoints"
+    );
     setup.verify();
     setup.drop_database();
 }
@@ -633,7 +692,11 @@ fn two_instances_split_the_partitions_and_one_takes_over_after_a_kill() {
     setup.generate(COUNT, RATE, "0.01", "9");
     let mut a = setup.start_job("a");
     let mut b = setup.start_job("b");
-    setup.wait_covered(setup.records, Duration::from_secs(240), &mut [&mut a, &mut b]);
+    setup.wait_covered(
+        setup.records,
+        Duration::from_secs(240),
+        &mut [&mut a, &mut b],
+    );
     std::thread::sleep(Duration::from_secs(4));
     a.stop(Duration::from_secs(30));
     b.stop(Duration::from_secs(30));
@@ -642,7 +705,10 @@ fn two_instances_split_the_partitions_and_one_takes_over_after_a_kill() {
             .unwrap_or_default()
             .contains("cxpulse::commands::run: assigned")
     };
-    assert!(assigned("a") && assigned("b"), "both instances got partitions");
+    assert!(
+        assigned("a") && assigned("b"),
+        "both instances got partitions"
+    );
     setup.verify();
     setup.drop_database();
 
@@ -651,7 +717,11 @@ fn two_instances_split_the_partitions_and_one_takes_over_after_a_kill() {
     setup.generate(COUNT, RATE, "0.01", "10");
     let mut a = setup.start_job("a");
     let mut b = setup.start_job("b");
-    setup.wait_covered(setup.records * 2 / 5, Duration::from_secs(240), &mut [&mut a, &mut b]);
+    setup.wait_covered(
+        setup.records * 2 / 5,
+        Duration::from_secs(240),
+        &mut [&mut a, &mut b],
+    );
     a.kill9();
     setup.wait_covered(setup.records, Duration::from_secs(240), &mut [&mut b]);
     std::thread::sleep(Duration::from_secs(4));
@@ -701,7 +771,10 @@ fn clickhouse_down_for_30_s_mid_stream_is_still_exact() {
     std::thread::sleep(Duration::from_secs(4));
     job.stop(Duration::from_secs(30));
     let log = std::fs::read_to_string(job_log(&setup, "a")).unwrap_or_default();
-    assert!(log.contains("ClickHouse is back"), "the job noticed the outage and recovered");
+    assert!(
+        log.contains("ClickHouse is back"),
+        "the job noticed the outage and recovered"
+    );
     setup.verify();
     setup.drop_database();
 }
@@ -714,19 +787,31 @@ fn ten_thousand_malformed_records_all_reach_the_dead_letter_topic() {
     let _guard = lock();
     let mut setup = Setup::new(&s, "malformed");
     setup.generate(50_000, "25", "0.2", "12");
-    assert!(setup.malformed >= 9_500, "about 10,000 malformed ({})", setup.malformed);
+    assert!(
+        setup.malformed >= 9_500,
+        "about 10,000 malformed ({})",
+        setup.malformed
+    );
     let mut job = setup.start_job("a");
     setup.wait_covered(setup.records, Duration::from_secs(300), &mut [&mut job]);
     std::thread::sleep(Duration::from_secs(4));
     job.stop(Duration::from_secs(30));
     let dead = read_topics(&setup.kafka, &[&setup.dead_letters]);
-    assert_eq!(dead.len() as u64, setup.malformed, "every malformed record dead-lettered once");
+    assert_eq!(
+        dead.len() as u64,
+        setup.malformed,
+        "every malformed record dead-lettered once"
+    );
     // Each one is the original bytes of a record at the offset its headers name.
     let sources = read_topics(&setup.kafka, &[&setup.touchpoints, &setup.surveys]);
     let by_position: BTreeMap<(String, i32, i64), &Vec<u8>> = sources
         .iter()
         .map(|r| {
-            let topic = if r.topic == 0 { &setup.touchpoints } else { &setup.surveys };
+            let topic = if r.topic == 0 {
+                &setup.touchpoints
+            } else {
+                &setup.surveys
+            };
             ((topic.clone(), r.partition, r.offset), &r.payload)
         })
         .collect();
@@ -739,7 +824,9 @@ fn ten_thousand_malformed_records_all_reach_the_dead_letter_topic() {
             .collect();
         let pos = (
             h["cxpulse.source.topic"].to_string(),
-            h["cxpulse.source.partition"].parse::<i32>().expect("partition"),
+            h["cxpulse.source.partition"]
+                .parse::<i32>()
+                .expect("partition"),
             h["cxpulse.source.offset"].parse::<i64>().expect("offset"),
         );
         assert_eq!(
@@ -749,7 +836,10 @@ fn ten_thousand_malformed_records_all_reach_the_dead_letter_topic() {
         );
         reasons.insert(h["cxpulse.error.reason"].to_string());
     }
-    assert!(reasons.len() >= 4, "several kinds of bad input: {reasons:?}");
+    assert!(
+        reasons.len() >= 4,
+        "several kinds of bad input: {reasons:?}"
+    );
     setup.verify();
     setup.drop_database();
 }

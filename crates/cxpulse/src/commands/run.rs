@@ -17,15 +17,13 @@ use crate::logging;
 use crate::VERSION;
 use anyhow::{Context, Result};
 use cxpulse_avro::{Decoder, SchemaRegistry};
-use cxpulse_clickhouse::{
-    Checkpoint, ClickHouseSink, PaneRow, SinkConfig, SurveyRow, WindowRow,
-};
+use cxpulse_clickhouse::{Checkpoint, ClickHouseSink, PaneRow, SinkConfig, SurveyRow, WindowRow};
+use cxpulse_core::kpi::KpiState;
+use cxpulse_core::window::Mergeable;
 use cxpulse_core::{
     Channel, CxEvent, EngineConfig, EngineStats, IngestOutcome, KpiEngine, KpiRow, Millis,
     ValidationPolicy,
 };
-use cxpulse_core::kpi::KpiState;
-use cxpulse_core::window::Mergeable;
 use cxpulse_kafka::{
     Assignment, DeadLetter, DeadLetterProducer, KafkaSource, RecordKind, Revocation, SourceEvent,
     SourceHandle, SourcePartition, SourceRecord, StartOffset,
@@ -248,7 +246,10 @@ async fn job(settings: Settings) -> Result<()> {
     let finished = match result {
         Ok(()) => match tokio::time::timeout(shutdown, job.flush(true)).await {
             Ok(Ok(())) => {
-                info!(partitions = job.units.len(), "final flush, checkpoint and commit done");
+                info!(
+                    partitions = job.units.len(),
+                    "final flush, checkpoint and commit done"
+                );
                 Ok(())
             }
             Ok(Err(e)) => Err(e.context("final flush")),
@@ -275,7 +276,11 @@ impl Job {
     ) -> Result<()> {
         let mut tick = tokio::time::interval(self.settings.clickhouse.batch_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut backoff = self.settings.clickhouse.retry_backoff.max(Duration::from_millis(100));
+        let mut backoff = self
+            .settings
+            .clickhouse
+            .retry_backoff
+            .max(Duration::from_millis(100));
         loop {
             if *stop.borrow() {
                 return Ok(());
@@ -314,7 +319,11 @@ impl Job {
     }
 
     /// Retries the flush with exponential backoff until it succeeds or the job stops.
-    async fn sink_down(&mut self, stop: &mut tokio::sync::watch::Receiver<bool>, backoff: &mut Duration) {
+    async fn sink_down(
+        &mut self,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+        backoff: &mut Duration,
+    ) {
         loop {
             if *stop.borrow() {
                 return;
@@ -350,10 +359,12 @@ impl Job {
             };
             unit.next[kind_index(kind)] = Some(record.next_offset());
             let payload = record.payload.as_deref().unwrap_or_default();
-            let event = match self
-                .decoder
-                .decode_validated(avro_kind(kind), payload, now, &self.policy)
-            {
+            let event = match self.decoder.decode_validated(
+                avro_kind(kind),
+                payload,
+                now,
+                &self.policy,
+            ) {
                 Ok(event) => event,
                 Err(e) => {
                     self.metrics.record_rejected(e.reason());
@@ -417,7 +428,11 @@ impl Job {
         if new_rows {
             self.export();
         }
-        let frontier = self.units.values().filter_map(|u| u.engine.frontier()).min();
+        let frontier = self
+            .units
+            .values()
+            .filter_map(|u| u.engine.frontier())
+            .min();
         self.metrics.observe_watermark(now, limit, frontier);
         let mut stats = EngineStats::default();
         for u in self.units.values() {
@@ -515,14 +530,19 @@ impl Job {
         let chunk = self.settings.clickhouse.batch_rows.max(1);
         let started = Instant::now();
         for rows in self.pending.windows.chunks(chunk) {
-            let out = self.sink.write_windows(rows, "").await.context("kpi_windows")?;
+            let out = self
+                .sink
+                .write_windows(rows, "")
+                .await
+                .context("kpi_windows")?;
             self.metrics.observe_clickhouse_insert(
                 "kpi_windows",
                 started.elapsed(),
                 out.rows,
                 u64::from(out.attempts.saturating_sub(1)),
             );
-            self.metrics.rows_written("clickhouse", "kpi_windows", out.rows as u64);
+            self.metrics
+                .rows_written("clickhouse", "kpi_windows", out.rows as u64);
         }
         self.pending.windows.clear();
         let started = Instant::now();
@@ -552,7 +572,8 @@ impl Job {
                 out.rows,
                 u64::from(out.attempts.saturating_sub(1)),
             );
-            self.metrics.rows_written("clickhouse", "kpi_panes", out.rows as u64);
+            self.metrics
+                .rows_written("clickhouse", "kpi_panes", out.rows as u64);
         }
         self.pending.panes.clear();
         Ok(())
@@ -615,7 +636,10 @@ impl Job {
     /// Updates the consumer-lag gauges in the background (one broker request per partition;
     /// never holds up the flush).
     fn observe_lag(&self) {
-        if self.lag_in_flight.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        if self
+            .lag_in_flight
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
             return;
         }
         let mut positions = Vec::new();
@@ -719,7 +743,10 @@ impl Job {
                 })
             }
             None => {
-                info!(partition = p, "no checkpoint: starting from the committed offsets");
+                info!(
+                    partition = p,
+                    "no checkpoint: starting from the committed offsets"
+                );
                 Ok(Unit {
                     engine: KpiEngine::new(self.engine_cfg.clone())?,
                     next: [None, None],
