@@ -1,34 +1,46 @@
-//! The KPI window engine against a naive oracle written from `docs/windows.md` alone.
+//! The KPI window engine against the naive oracle of `docs/windows.md` (`cxpulse-oracle`).
 //!
-//! The oracle never looks at panes, tiers or incremental state: it replays the watermark
-//! rules over the list of raw events to classify each one (rejected / duplicate / accepted),
-//! derives every contribution `(x, series, what)` from the final set of accepted events
-//! (cases, closed-loop dues), and recomputes every window that must have been emitted with
-//! plain loops. The engine's latest row version per (window, end, channel, segment) must equal
-//! that recomputation.
+//! The oracle (crate `cxpulse-oracle`, written from the doc alone) never looks at panes, tiers
+//! or incremental state: it classifies each record by its own source's floor (rejected /
+//! duplicate / accepted, late), derives every contribution `(x, series, what)` from the final
+//! set of accepted events (cases, closed-loop dues behind the partition's touchpoint floor),
+//! counts the pane updates of every window (the row version), and recomputes every window up
+//! to the last frontier with plain loops. The engine's latest row per (window, end, channel,
+//! segment) must equal that recomputation, KPI values and mergeable parts alike, and every
+//! non-empty window up to the frontier must have been emitted.
 //!
-//! Two parts:
-//! * property tests over random 1–3-partition streams spread over 1–3 days (late events,
-//!   events beyond the horizon, exact duplicates and same-id redeliveries, case joins with
+//! Parts:
+//! * property tests over random 1–3-partition streams spread over 1–3 days (both sources per
+//!   partition, survey sources lagging their touchpoints by up to 4 h, late events, events
+//!   beyond their source's floor, exact duplicates and same-id redeliveries, case joins with
 //!   replies before the open and several opens per case, folded segments, closed-loop
-//!   follow-ups), in UTC and with a non-zero local offset (+3:30 / −5:30);
+//!   follow-ups), in UTC and with a non-zero local offset (+3:30 / −5:30); every advance is
+//!   checked as it happens (watermark, frontier, grid, versions never decreasing);
+//! * `checkpoint_restore_is_invisible`: checkpoint + restore at random points (and other
+//!   advance points) changes nothing;
+//! * `replay_interleaving_is_invisible`: another interleaving of a partition's two sources
+//!   changes nothing;
 //! * hand-computed known-answer scenarios (`kat_*`).
 //!
-//! A failing property prints the differing rows and fields and, for a small minimized input,
-//! the full list of calls. `PROPTEST_CASES`, `PROPTEST_MAX_SHRINK_TIME` (ms) and
-//! `PROPTEST_MAX_SHRINK_ITERS` override the defaults (64 cases, 1 min of shrinking); the first
-//! failing input is also delta-debugged (≤ 1 min) into a short list of calls.
+//! A failing property prints the differing rows and fields and, for a small input, the full
+//! list of calls; the oracle properties also delta-debug the first failing input (≤ 1 min)
+//! into a short list of calls. `PROPTEST_CASES`, `PROPTEST_MAX_SHRINK_TIME` (ms) and
+//! `PROPTEST_MAX_SHRINK_ITERS` override the defaults (64 cases for the oracle properties, 32
+//! for the checkpoint and interleaving ones, 1 min of shrinking).
 
-use cxpulse_core::kpi::{KpiSnapshot, ResponseTimeSnapshot, Z95};
+use cxpulse_core::kpi::KpiSnapshot;
 use cxpulse_core::window::{Tier, WindowSpec};
 use cxpulse_core::{
     Amount, Channel, CxEvent, EngineConfig, EngineStats, IngestOutcome, KpiEngine, KpiRow, Millis,
     SurveyMetric, SurveyResponse, TooLate, TouchpointEvent, TouchpointKind, DAY_MS, HOUR_MS,
     MINUTE_MS,
 };
+use cxpulse_oracle::{
+    diff_row, diff_states, floor_local, fmt_time as fmt_t, Counts, Input, Oracle,
+};
 use proptest::prelude::*;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -129,18 +141,6 @@ fn config(k: &Knobs) -> EngineConfig {
     }
 }
 
-fn fmt_t(t: Millis) -> String {
-    let day = t.div_euclid(DAY_MS);
-    let r = t.rem_euclid(DAY_MS);
-    format!(
-        "{t} (d{day} {:02}:{:02}:{:02}.{:03}Z)",
-        r / HOUR_MS,
-        (r % HOUR_MS) / MINUTE_MS,
-        (r % MINUTE_MS) / 1000,
-        r % 1000
-    )
-}
-
 fn describe(ev: &CxEvent) -> String {
     match ev {
         CxEvent::Touchpoint(e) => format!(
@@ -174,430 +174,37 @@ fn describe(ev: &CxEvent) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Local time (docs/windows.md "Time"), written out independently
-// ---------------------------------------------------------------------------------------------
-
-fn floor_local(t: Millis, len: Millis, off_ms: Millis) -> Millis {
-    (t + off_ms).div_euclid(len) * len - off_ms
-}
-
-fn ceil_local(t: Millis, len: Millis, off_ms: Millis) -> Millis {
-    let f = floor_local(t, len, off_ms);
-    if f == t {
-        t
-    } else {
-        f + len
-    }
-}
-
-fn tier_len(t: Tier) -> Millis {
-    match t {
-        Tier::Minute => MINUTE_MS,
-        Tier::Hour => HOUR_MS,
-        Tier::Day => DAY_MS,
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // The schedule of calls
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Step {
+    /// `ingest` of stream[i]; ingests come in stream order.
     Ingest(usize),
     Advance,
+    /// `checkpoint()`, then go on with `KpiEngine::restore` of those bytes at a fresh `now`.
+    Restore,
 }
 
 /// A stream in arrival order: (partition, event).
 type Stream = Vec<(i32, CxEvent)>;
 
-// ---------------------------------------------------------------------------------------------
-// Oracle, part 1: acceptance, watermarks, duplicates, segments
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Expect {
-    Accepted { late: bool },
-    Duplicate,
-    Rejected { watermark: Millis },
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Counts {
-    accepted: u64,
-    late: u64,
-    duplicates: u64,
-    rejected: u64,
-    folded: u64,
-}
-
-struct Classified {
-    /// Per stream index (every index is ingested exactly once).
-    expect: Vec<Option<Expect>>,
-    /// Segment label (after the guard) of every accepted stream index.
-    seg_label: Vec<Option<String>>,
-    /// Accepted stream indices in arrival order.
-    accepted: Vec<usize>,
-    /// The job watermark `W` as it stands at each `advance`, in call order.
-    adv_w: Vec<Option<Millis>>,
-    counts: Counts,
-}
-
-fn classify(cfg: &EngineConfig, stream: &Stream, schedule: &[Step]) -> Classified {
-    let lateness = cfg.allowed_lateness_ms;
-    let horizon = cfg.correction_horizon_ms;
-    // Partitions that delivered a record (all active: no idleness) → highest accepted time.
-    let mut max_p: BTreeMap<i32, Option<Millis>> = BTreeMap::new();
-    let mut w: Option<Millis> = None;
-    // Ids already accepted, per partition and event-time minute.
-    let mut ids: HashSet<(i32, String, Millis)> = HashSet::default();
-    // The segment guard: presets first, then new names of accepted events in arrival order.
-    let mut admitted: Vec<String> = Vec::new();
-    for name in &cfg.preset_segments {
-        if name != "all"
-            && name != "other"
-            && !admitted.contains(name)
-            && admitted.len() < cfg.max_segments
-        {
-            admitted.push(name.clone());
+/// One ingest per stream index, in order, with an advance after every `gaps[k]` ingests
+/// (cycling) and at the end.
+fn schedule_for(len: usize, gaps: &[u8]) -> Vec<Step> {
+    let mut schedule = Vec::with_capacity(len + len / 4 + 1);
+    let mut gaps = gaps.iter().cycle();
+    let mut left = *gaps.next().expect("at least one gap");
+    for i in 0..len {
+        schedule.push(Step::Ingest(i));
+        left -= 1;
+        if left == 0 {
+            schedule.push(Step::Advance);
+            left = *gaps.next().expect("cycle");
         }
     }
-    let mut out = Classified {
-        expect: vec![None; stream.len()],
-        seg_label: vec![None; stream.len()],
-        accepted: Vec::new(),
-        adv_w: Vec::new(),
-        counts: Counts::default(),
-    };
-    // W = min over active partitions of (max_p − lateness); undefined while an active partition
-    // has no accepted event; never decreases.
-    let recompute = |max_p: &BTreeMap<i32, Option<Millis>>, w: Option<Millis>| -> Option<Millis> {
-        if max_p.is_empty() || max_p.values().any(Option::is_none) {
-            return w;
-        }
-        let m = max_p.values().flatten().copied().min().expect("non-empty") - lateness;
-        Some(w.map_or(m, |prev| prev.max(m)))
-    };
-    for step in schedule {
-        match *step {
-            Step::Ingest(i) => {
-                let (p, ev) = &stream[i];
-                max_p.entry(*p).or_insert(None);
-                let t = ev.event_time();
-                if let Some(wv) = w {
-                    if t < wv - horizon {
-                        out.expect[i] = Some(Expect::Rejected { watermark: wv });
-                        out.counts.rejected += 1;
-                        continue;
-                    }
-                }
-                if !ids.insert((*p, ev.id().to_string(), t.div_euclid(MINUTE_MS))) {
-                    out.expect[i] = Some(Expect::Duplicate);
-                    out.counts.duplicates += 1;
-                    continue;
-                }
-                let late = w.is_some_and(|wv| t < wv);
-                out.expect[i] = Some(Expect::Accepted { late });
-                out.counts.accepted += 1;
-                out.counts.late += u64::from(late);
-                let name = ev.segment();
-                let label = if name == "other" || admitted.iter().any(|a| a == name) {
-                    name.to_string()
-                } else if name != "all" && admitted.len() < cfg.max_segments {
-                    admitted.push(name.to_string());
-                    name.to_string()
-                } else {
-                    out.counts.folded += 1;
-                    "other".to_string()
-                };
-                out.seg_label[i] = Some(label);
-                out.accepted.push(i);
-                let m = max_p.get_mut(p).expect("inserted above");
-                *m = Some(m.map_or(t, |x| x.max(t)));
-                w = recompute(&max_p, w);
-            }
-            Step::Advance => {
-                w = recompute(&max_p, w);
-                out.adv_w.push(w);
-            }
-        }
-    }
-    out
-}
-
-// ---------------------------------------------------------------------------------------------
-// Oracle, part 2: contributions
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Clone, Debug)]
-enum What {
-    /// Every event: its customer (interned index).
-    Customer(u32),
-    Touch {
-        purchase: bool,
-        contact: bool,
-        revenue: Option<(String, i64)>,
-    },
-    Nps(i32),
-    Csat(i32),
-    Ces(i32),
-    FirstResponse {
-        ms: i64,
-        within: bool,
-    },
-    Resolution {
-        ms: i64,
-        within: bool,
-    },
-    ClosedLoop {
-        closed: bool,
-    },
-}
-
-#[derive(Clone, Debug)]
-struct Contrib {
-    x: Millis,
-    channel: Channel,
-    segment: String,
-    what: What,
-}
-
-fn contributions(cfg: &EngineConfig, stream: &Stream, cl: &Classified) -> Vec<Contrib> {
-    let mut customers: HashMap<String, u32> = HashMap::default();
-    let mut out = Vec::new();
-    let label = |i: usize| {
-        cl.seg_label[i]
-            .clone()
-            .expect("accepted events have a label")
-    };
-    for &i in &cl.accepted {
-        let ev = &stream[i].1;
-        let n = customers.len() as u32;
-        let cust = *customers.entry(ev.customer_id().to_string()).or_insert(n);
-        let base = |what: What| Contrib {
-            x: ev.event_time(),
-            channel: ev.channel(),
-            segment: label(i),
-            what,
-        };
-        out.push(base(What::Customer(cust)));
-        match ev {
-            CxEvent::Touchpoint(e) => {
-                let purchase = e.kind == TouchpointKind::Purchase;
-                let revenue = match (purchase, &e.amount, &e.currency) {
-                    (true, Some(a), Some(c)) => Some((c.clone(), a.units)),
-                    _ => None,
-                };
-                out.push(base(What::Touch {
-                    purchase,
-                    contact: e.kind == TouchpointKind::ContactOpened,
-                    revenue,
-                }));
-            }
-            CxEvent::Survey(r) => out.push(base(match r.metric {
-                SurveyMetric::Nps => What::Nps(r.score),
-                SurveyMetric::Csat => What::Csat(r.score),
-                SurveyMetric::Ces => What::Ces(r.score),
-                SurveyMetric::Unknown => unreachable!("not generated"),
-            })),
-        }
-    }
-
-    // Cases, per (partition, case_id), from the final set of accepted events.
-    let mut cases: BTreeMap<(i32, String), Vec<usize>> = BTreeMap::new();
-    for &i in &cl.accepted {
-        if let (p, CxEvent::Touchpoint(e)) = &stream[i] {
-            if let (true, Some(c)) = (e.kind.needs_case_id(), &e.case_id) {
-                cases.entry((*p, c.clone())).or_default().push(i);
-            }
-        }
-    }
-    let tp = |i: usize| match &stream[i].1 {
-        CxEvent::Touchpoint(e) => e,
-        CxEvent::Survey(_) => unreachable!(),
-    };
-    for members in cases.values() {
-        let Some(&open) = members
-            .iter()
-            .filter(|&&i| tp(i).kind == TouchpointKind::ContactOpened)
-            .min_by(|&&a, &&b| {
-                (tp(a).occurred_at, &tp(a).event_id).cmp(&(tp(b).occurred_at, &tp(b).event_id))
-            })
-        else {
-            continue;
-        };
-        let open_t = tp(open).occurred_at;
-        for (kind, is_reply) in [
-            (TouchpointKind::AgentReplied, true),
-            (TouchpointKind::CaseResolved, false),
-        ] {
-            let first = members
-                .iter()
-                .map(|&i| tp(i))
-                .filter(|e| e.kind == kind && e.occurred_at >= open_t)
-                .map(|e| e.occurred_at)
-                .min();
-            if let Some(at) = first {
-                let ms = at - open_t;
-                if ms <= cfg.case_ttl_ms {
-                    let within = ms <= cfg.response_target_ms;
-                    out.push(Contrib {
-                        x: at,
-                        channel: tp(open).channel,
-                        segment: label(open),
-                        what: if is_reply {
-                            What::FirstResponse { ms, within }
-                        } else {
-                            What::Resolution { ms, within }
-                        },
-                    });
-                }
-            }
-        }
-    }
-
-    // Closed loop: every accepted NPS detractor whose deadline is behind the final watermark.
-    let w_final = cl.adv_w.last().copied().flatten();
-    for &i in &cl.accepted {
-        let (p, CxEvent::Survey(r)) = &stream[i] else {
-            continue;
-        };
-        if r.metric != SurveyMetric::Nps || r.score > 6 {
-            continue;
-        }
-        let deadline = r.submitted_at + cfg.follow_up_deadline_ms;
-        if w_final.is_none_or(|w| deadline >= w) {
-            continue;
-        }
-        let closed = cl.accepted.iter().any(|&j| match &stream[j] {
-            (q, CxEvent::Touchpoint(e)) => {
-                q == p
-                    && e.kind == TouchpointKind::OutboundContact
-                    && e.customer_id == r.customer_id
-                    && (r.submitted_at..=deadline).contains(&e.occurred_at)
-            }
-            _ => false,
-        });
-        out.push(Contrib {
-            x: deadline,
-            channel: r.channel,
-            segment: label(i),
-            what: What::ClosedLoop { closed },
-        });
-    }
-    out
-}
-
-// ---------------------------------------------------------------------------------------------
-// Oracle, part 3: window values
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Clone, Debug, Default)]
-struct Agg {
-    contributions: usize,
-    touchpoints: u64,
-    contacts: u64,
-    purchases: u64,
-    revenue: BTreeMap<String, (i128, u64)>,
-    customers: u128,
-    promoters: u64,
-    passives: u64,
-    detractors: u64,
-    csat_n: u64,
-    csat_satisfied: u64,
-    ces_n: u64,
-    ces_sum: u64,
-    ces_easy: u64,
-    frt: Vec<i64>,
-    frt_within: u64,
-    res: Vec<i64>,
-    res_within: u64,
-    due: u64,
-    closed: u64,
-}
-
-impl Agg {
-    fn add(&mut self, w: &What) {
-        self.contributions += 1;
-        match w {
-            What::Customer(c) => self.customers |= 1u128 << c,
-            What::Touch {
-                purchase,
-                contact,
-                revenue,
-            } => {
-                self.touchpoints += 1;
-                self.purchases += u64::from(*purchase);
-                self.contacts += u64::from(*contact);
-                if let Some((cur, units)) = revenue {
-                    let line = self.revenue.entry(cur.clone()).or_default();
-                    line.0 += i128::from(*units);
-                    line.1 += 1;
-                }
-            }
-            What::Nps(s) => match s {
-                9..=10 => self.promoters += 1,
-                7..=8 => self.passives += 1,
-                _ => self.detractors += 1,
-            },
-            What::Csat(s) => {
-                self.csat_n += 1;
-                self.csat_satisfied += u64::from(*s >= 4);
-            }
-            What::Ces(s) => {
-                self.ces_n += 1;
-                self.ces_sum += *s as u64;
-                self.ces_easy += u64::from(*s >= 5);
-            }
-            What::FirstResponse { ms, within } => {
-                self.frt.push(*ms);
-                self.frt_within += u64::from(*within);
-            }
-            What::Resolution { ms, within } => {
-                self.res.push(*ms);
-                self.res_within += u64::from(*within);
-            }
-            What::ClosedLoop { closed } => {
-                self.due += 1;
-                self.closed += u64::from(*closed);
-            }
-        }
-    }
-}
-
-/// Every window the advances must have emitted: (window index, start, end); index
-/// `cfg.windows.len()` is the calendar day.
-fn expected_windows(cfg: &EngineConfig, frontiers: &[Millis]) -> Vec<(u8, Millis, Millis)> {
-    let off = i64::from(cfg.utc_offset_minutes) * MINUTE_MS;
-    let (Some(&first), Some(&last)) = (frontiers.first(), frontiers.last()) else {
-        return Vec::new();
-    };
-    // Ends e on the slide grid with F_first − 1 ms < e ≤ F_last.
-    let ends = |slide: Millis| {
-        let mut v = Vec::new();
-        let mut e = ceil_local(first, slide, off);
-        while e <= last {
-            v.push(e);
-            e += slide;
-        }
-        v
-    };
-    let mut out = Vec::new();
-    for (i, w) in cfg.windows.iter().enumerate() {
-        for e in ends(w.slide_ms) {
-            out.push((
-                i as u8,
-                ceil_local(e - w.length_ms, tier_len(w.tail), off),
-                e,
-            ));
-        }
-    }
-    if cfg.calendar_days {
-        for e in ends(DAY_MS) {
-            out.push((cfg.windows.len() as u8, e - DAY_MS, e));
-        }
-    }
-    out
+    schedule.push(Step::Advance);
+    schedule
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -651,11 +258,10 @@ impl Names {
     }
 }
 
+/// The latest emitted version of one (window, end, channel, segment).
 #[derive(Clone, Debug)]
 struct RowRec {
-    start: Millis,
-    version: u64,
-    kpis: KpiSnapshot,
+    row: KpiRow,
     /// Some version of this key had content.
     ever_nonzero: bool,
 }
@@ -665,7 +271,8 @@ struct Run {
     names: Names,
     /// The latest version per key (boxed: cheap rehashing).
     rows: HashMap<RowKey, Box<RowRec>>,
-    stats: EngineStats,
+    /// The engine's counters, summed over its generations (a restored engine counts afresh).
+    counts: Counts,
     errors: Vec<String>,
 }
 
@@ -684,40 +291,69 @@ fn is_zero(k: &KpiSnapshot) -> bool {
         && k.customers == 0
 }
 
-fn drive(cfg: &EngineConfig, stream: &Stream, schedule: &[Step], adv_w: &[Option<Millis>]) -> Run {
+fn add_stats(counts: &mut Counts, s: &EngineStats) {
+    counts.accepted += s.accepted;
+    counts.late += s.late;
+    counts.duplicates += s.duplicates;
+    counts.rejected += s.rejected_too_late;
+    counts.folded += s.segments_folded;
+}
+
+/// Runs the engine over `schedule`, checking every advance as it happens: each row carries
+/// the job watermark `W` (from the oracle's acceptance replay), ends on its window's grid at or
+/// before `F = floor(W, 1 min)` with the right start, appears once per advance, and its
+/// version never decreases from one emission of a (window, end, key) to the next (an equal
+/// version must come with identical content).
+fn drive(cfg: &EngineConfig, stream: &Stream, schedule: &[Step], oracle: &Oracle) -> Run {
     let mut engine = KpiEngine::new(cfg.clone()).expect("valid config");
     let mut run = Run {
         outcomes: vec![None; stream.len()],
         names: Names::new(cfg),
         rows: HashMap::default(),
-        stats: EngineStats::default(),
+        counts: Counts::default(),
         errors: Vec::new(),
     };
     let mut now: Millis = 0;
-    let mut last_version: Option<u64> = None;
+    let mut next_ingest = 0usize;
     let mut adv = 0usize;
     let mut seen: HashSet<RowKey> = HashSet::default();
     for step in schedule {
         now += 1;
         match *step {
             Step::Ingest(i) => {
+                assert_eq!(i, next_ingest, "ingests come in stream order");
+                next_ingest += 1;
                 let (p, ev) = &stream[i];
                 run.outcomes[i] = Some(engine.ingest(*p, ev, now));
             }
+            Step::Restore => {
+                add_stats(&mut run.counts, &engine.stats());
+                let bytes = engine.checkpoint();
+                now += 1_000_000;
+                match KpiEngine::restore(cfg.clone(), &bytes, now) {
+                    Ok(restored) => engine = restored,
+                    Err(e) => {
+                        run.errors.push(format!(
+                            "restore of a {}-byte checkpoint failed: {e}",
+                            bytes.len()
+                        ));
+                        engine = KpiEngine::new(cfg.clone()).expect("valid config");
+                    }
+                }
+            }
             Step::Advance => {
                 let rows = engine.advance(now);
-                let w = adv_w[adv];
                 adv += 1;
-                let Some(first) = rows.first() else {
-                    continue;
-                };
-                let v = first.version;
-                if last_version.is_some_and(|lv| v <= lv) {
+                let w = next_ingest
+                    .checked_sub(1)
+                    .and_then(|i| oracle.watermark_after(i));
+                if engine.watermark() != w {
                     run.errors.push(format!(
-                        "advance #{adv}: version {v} does not increase (previous advance had {last_version:?})"
+                        "advance #{adv}: job watermark {:?}, expected {:?}",
+                        engine.watermark().map(fmt_t),
+                        w.map(fmt_t)
                     ));
                 }
-                last_version = Some(v);
                 let f = w.map(|w| floor_local(w, MINUTE_MS, 0));
                 seen.clear();
                 for r in rows {
@@ -732,13 +368,6 @@ fn drive(cfg: &EngineConfig, stream: &Stream, schedule: &[Step], adv_w: &[Option
                         r.channel,
                         r.segment.as_ref().map(|s| run.names.intern_segment(s)),
                     );
-                    if r.version != v {
-                        run.errors.push(format!(
-                            "advance #{adv}: row {} has version {} but the advance uses {v}",
-                            run.names.show(&key),
-                            r.version
-                        ));
-                    }
                     if Some(r.watermark) != w {
                         run.errors.push(format!(
                             "advance #{adv}: row {} carries watermark {} but W = {:?}",
@@ -754,20 +383,54 @@ fn drive(cfg: &EngineConfig, stream: &Stream, schedule: &[Step], adv_w: &[Option
                             f.map(fmt_t)
                         ));
                     }
+                    let start = oracle.window_start(&r.window, r.end);
+                    if start != Some(r.start) {
+                        run.errors.push(format!(
+                            "advance #{adv}: row {} starts at {} but the window ending there \
+                             starts at {:?} (None: not on the slide grid)",
+                            run.names.show(&key),
+                            fmt_t(r.start),
+                            start.map(fmt_t)
+                        ));
+                    }
                     if !seen.insert(key) {
                         run.errors.push(format!(
-                            "advance #{adv}: row {} emitted twice in one advance (version {v})",
+                            "advance #{adv}: row {} emitted twice in one advance",
                             run.names.show(&key)
                         ));
                     }
                     let nonzero = !is_zero(&r.kpis);
-                    let ever = nonzero || run.rows.get(&key).is_some_and(|o| o.ever_nonzero);
+                    let mut ever = nonzero;
+                    if let Some(prev) = run.rows.get(&key) {
+                        ever |= prev.ever_nonzero;
+                        let p = &prev.row;
+                        if r.version < p.version {
+                            run.errors.push(format!(
+                                "advance #{adv}: row {} version went down from {} to {}",
+                                run.names.show(&key),
+                                p.version,
+                                r.version
+                            ));
+                        } else if r.version == p.version {
+                            let mut diffs = diff_states(&p.state, &r.state);
+                            if p.kpis != r.kpis {
+                                diffs.push(format!("kpis {:?} → {:?}", p.kpis, r.kpis));
+                            }
+                            if !diffs.is_empty() {
+                                run.errors.push(format!(
+                                    "advance #{adv}: row {} re-emitted with the same version {} \
+                                     but other content: {}",
+                                    run.names.show(&key),
+                                    r.version,
+                                    diffs.join("; ")
+                                ));
+                            }
+                        }
+                    }
                     run.rows.insert(
                         key,
                         Box::new(RowRec {
-                            start: r.start,
-                            version: r.version,
-                            kpis: r.kpis,
+                            row: r,
                             ever_nonzero: ever,
                         }),
                     );
@@ -775,350 +438,84 @@ fn drive(cfg: &EngineConfig, stream: &Stream, schedule: &[Step], adv_w: &[Option
             }
         }
     }
-    run.stats = engine.stats();
+    add_stats(&mut run.counts, &engine.stats());
     run
 }
 
 // ---------------------------------------------------------------------------------------------
-// Comparison
+// Comparison with the oracle
 // ---------------------------------------------------------------------------------------------
 
-fn approx(a: Option<f64>, b: Option<f64>, tol: f64) -> bool {
-    match (a, b) {
-        (None, None) => true,
-        (Some(a), Some(b)) => (a - b).abs() <= tol,
-        _ => false,
-    }
+/// Runs engine and oracle over one stream; returns every discrepancy, readable, and the run.
+fn check(cfg: &EngineConfig, stream: &Stream, schedule: &[Step]) -> (Vec<String>, Run) {
+    let oracle = Oracle::new(cfg, &Input::from_arrivals(stream.iter().cloned()));
+    check_with(cfg, stream, schedule, &oracle)
 }
 
-fn wilson(successes: u64, n: u64) -> Option<(f64, f64)> {
-    if n == 0 {
-        return None;
-    }
-    let (z, nf) = (Z95, n as f64);
-    let p = successes as f64 / nf;
-    let denom = 1.0 + z * z / nf;
-    let center = (p + z * z / (2.0 * nf)) / denom;
-    let half = z / denom * (p * (1.0 - p) / nf + z * z / (4.0 * nf * nf)).sqrt();
-    Some(((center - half).max(0.0), (center + half).min(1.0)))
-}
-
-fn check_durations(
-    field: &str,
-    exact: &[i64],
-    within: u64,
-    got: &ResponseTimeSnapshot,
-    errs: &mut Vec<String>,
-) {
-    let n = exact.len() as u64;
-    if got.n != n {
-        errs.push(format!("{field}.n: expected {n}, got {}", got.n));
-    }
-    if got.within_target != within {
-        errs.push(format!(
-            "{field}.within_target: expected {within}, got {}",
-            got.within_target
-        ));
-    }
-    let share = (n > 0).then(|| within as f64 / n as f64);
-    if !approx(share, got.within_target_share, 1e-9) {
-        errs.push(format!(
-            "{field}.within_target_share: expected {share:?}, got {:?}",
-            got.within_target_share
-        ));
-    }
-    let mut sorted = if exact.is_empty() {
-        Vec::new()
-    } else {
-        exact.to_vec()
-    };
-    sorted.sort_unstable();
-    for (q_pct, name, value) in [
-        (50, "p50_ms", got.p50_ms),
-        (90, "p90_ms", got.p90_ms),
-        (99, "p99_ms", got.p99_ms),
-    ] {
-        if sorted.is_empty() {
-            if value.is_some() {
-                errs.push(format!(
-                    "{field}.{name}: expected None (no durations), got {value:?}"
-                ));
-            }
-            continue;
-        }
-        // Exact order statistic of rank floor(q·(n−1)), in integer arithmetic.
-        let rank = (q_pct * (sorted.len() - 1)) / 100;
-        let exact = sorted[rank] as f64;
-        let ok = match value {
-            None => false,
-            Some(v) if exact == 0.0 => v == 0.0,
-            Some(v) => (v - exact).abs() <= 0.01 * exact * (1.0 + 1e-9),
-        };
-        if !ok {
-            errs.push(format!(
-                "{field}.{name}: expected {exact} ms ±1 % (rank {rank} of {sorted:?}), got {value:?}"
-            ));
-        }
-    }
-}
-
-fn compare_row(exp: &Agg, start: Millis, got: &RowRec) -> Vec<String> {
-    let mut errs = Vec::new();
-    let k = &got.kpis;
-    macro_rules! eq {
-        ($name:expr, $e:expr, $g:expr) => {
-            if $e != $g {
-                errs.push(format!("{}: expected {:?}, got {:?}", $name, $e, $g));
-            }
-        };
-    }
-    macro_rules! close {
-        ($name:expr, $e:expr, $g:expr) => {
-            if !approx($e, $g, 1e-9) {
-                errs.push(format!("{}: expected {:?}, got {:?}", $name, $e, $g));
-            }
-        };
-    }
-    eq!("start", start, got.start);
-    eq!("touchpoints", exp.touchpoints, k.touchpoints);
-    eq!("contacts", exp.contacts, k.contacts);
-    eq!("purchases", exp.purchases, k.purchases);
-    if !exp.revenue.is_empty() || !k.revenue.is_empty() {
-        let rev_exp: Vec<(String, String, u64)> = exp
-            .revenue
-            .iter()
-            .map(|(c, (u, n))| {
-                let sign = if *u < 0 { "-" } else { "" };
-                let a = u.unsigned_abs();
-                (
-                    c.clone(),
-                    format!("{sign}{}.{:04}", a / 10_000, a % 10_000),
-                    *n,
-                )
-            })
-            .collect();
-        let rev_got: Vec<(String, String, u64)> = k
-            .revenue
-            .iter()
-            .map(|l| (l.currency.clone(), l.amount.clone(), l.count))
-            .collect();
-        eq!("revenue", rev_exp, rev_got);
-        for (line, (_, (units, _))) in k.revenue.iter().zip(&exp.revenue) {
-            let v = *units as f64 / 10_000.0;
-            if (line.value - v).abs() > 1e-9 * v.abs().max(1.0) {
-                errs.push(format!(
-                    "revenue[{}].value: expected {v}, got {}",
-                    line.currency, line.value
-                ));
-            }
-        }
-    }
-    // NPS.
-    let n = exp.promoters + exp.passives + exp.detractors;
-    eq!("nps.n", n, k.nps.n);
-    eq!("nps.promoters", exp.promoters, k.nps.promoters);
-    eq!("nps.passives", exp.passives, k.nps.passives);
-    eq!("nps.detractors", exp.detractors, k.nps.detractors);
-    let (score, moe) = if n == 0 {
-        (None, None)
-    } else {
-        let nf = n as f64;
-        let (p, d) = (exp.promoters as f64 / nf, exp.detractors as f64 / nf);
-        // docs: 1.96·100·sqrt(((p+d) − (p−d)²)/n); "1.96" is the 95 % normal quantile, Z95.
-        (
-            Some(100.0 * (exp.promoters as f64 - exp.detractors as f64) / nf),
-            Some(Z95 * 100.0 * (((p + d) - (p - d) * (p - d)).max(0.0) / nf).sqrt()),
-        )
-    };
-    close!("nps.score", score, k.nps.score);
-    close!("nps.margin_of_error", moe, k.nps.margin_of_error);
-    // CSAT.
-    eq!("csat.n", exp.csat_n, k.csat.n);
-    eq!("csat.satisfied", exp.csat_satisfied, k.csat.satisfied);
-    let share = (exp.csat_n > 0).then(|| exp.csat_satisfied as f64 / exp.csat_n as f64);
-    close!("csat.share", share, k.csat.share);
-    let (lo, hi) = wilson(exp.csat_satisfied, exp.csat_n).unzip();
-    close!("csat.wilson_low", lo, k.csat.wilson_low);
-    close!("csat.wilson_high", hi, k.csat.wilson_high);
-    // CES.
-    eq!("ces.n", exp.ces_n, k.ces.n);
-    let nf = exp.ces_n as f64;
-    close!(
-        "ces.mean",
-        (exp.ces_n > 0).then(|| exp.ces_sum as f64 / nf),
-        k.ces.mean
-    );
-    close!(
-        "ces.easy_share",
-        (exp.ces_n > 0).then(|| exp.ces_easy as f64 / nf),
-        k.ces.easy_share
-    );
-    // Response times.
-    check_durations(
-        "first_response",
-        &exp.frt,
-        exp.frt_within,
-        &k.first_response,
-        &mut errs,
-    );
-    check_durations(
-        "resolution",
-        &exp.res,
-        exp.res_within,
-        &k.resolution,
-        &mut errs,
-    );
-    // Closed loop.
-    eq!("closed_loop.due", exp.due, k.closed_loop.due);
-    eq!("closed_loop.closed", exp.closed, k.closed_loop.closed);
-    close!(
-        "closed_loop.rate",
-        (exp.due > 0).then(|| exp.closed as f64 / exp.due as f64),
-        k.closed_loop.rate
-    );
-    // Customers: HyperLogLog, within max(2 %, 1) of the exact distinct count.
-    let distinct = u64::from(exp.customers.count_ones());
-    let tol = (0.02 * distinct as f64).max(1.0);
-    if (k.customers as f64 - distinct as f64).abs() > tol {
-        errs.push(format!(
-            "customers: expected {distinct} (±{tol}), got {}",
-            k.customers
-        ));
-    }
-    errs
-}
-
-/// Runs engine and oracle over one stream; returns every discrepancy, readable.
-fn check(cfg: &EngineConfig, stream: &Stream, schedule: &[Step]) -> Vec<String> {
-    let cl = classify(cfg, stream, schedule);
-    let run = drive(cfg, stream, schedule, &cl.adv_w);
+fn check_with(
+    cfg: &EngineConfig,
+    stream: &Stream,
+    schedule: &[Step],
+    oracle: &Oracle,
+) -> (Vec<String>, Run) {
+    let run = drive(cfg, stream, schedule, oracle);
     let mut errs = run.errors.clone();
 
-    // (c) outcomes, one per event.
-    for (i, (exp, got)) in cl.expect.iter().zip(&run.outcomes).enumerate() {
-        let (Some(exp), Some(got)) = (exp, got) else {
+    // Outcomes, one per event, and the counters.
+    for (i, got) in run.outcomes.iter().enumerate() {
+        let Some(got) = got else {
             continue;
         };
-        let ok = match (exp, got) {
-            (Expect::Accepted { late: a }, IngestOutcome::Accepted { late: b }) => a == b,
-            (Expect::Duplicate, IngestOutcome::Duplicate) => true,
-            (Expect::Rejected { watermark }, IngestOutcome::Rejected(too_late)) => {
-                *too_late
-                    == TooLate {
-                        event_time: stream[i].1.event_time(),
-                        watermark: *watermark,
-                        horizon_ms: cfg.correction_horizon_ms,
-                    }
-            }
-            _ => false,
-        };
-        if !ok {
+        let exp = oracle.outcomes()[i].to_ingest(stream[i].1.event_time(), cfg);
+        if exp != *got {
             errs.push(format!(
-                "outcome of stream[{i}] {}: expected {exp:?}, got {got:?}",
+                "outcome of stream[{i}] p{} {}: expected {exp:?}, got {got:?}",
+                stream[i].0,
                 describe(&stream[i].1)
             ));
         }
     }
-    let s = &run.stats;
-    let got_counts = Counts {
-        accepted: s.accepted,
-        late: s.late,
-        duplicates: s.duplicates,
-        rejected: s.rejected_too_late,
-        folded: s.segments_folded,
-    };
-    if got_counts != cl.counts {
+    if run.counts != *oracle.counts() {
         errs.push(format!(
-            "stats: expected {:?}, got {got_counts:?}",
-            cl.counts
+            "stats: expected {:?}, got {:?}",
+            oracle.counts(),
+            run.counts
         ));
     }
 
-    // (a) + (b): every window up to the last frontier.
-    let contribs = contributions(cfg, stream, &cl);
-    type Key = (Option<Channel>, Option<String>);
-    let mut by_key: HashMap<Key, Vec<&Contrib>> = HashMap::default();
-    for c in &contribs {
-        for k in [
-            (Some(c.channel), Some(c.segment.clone())),
-            (Some(c.channel), None),
-            (None, Some(c.segment.clone())),
-            (None, None),
-        ] {
-            by_key.entry(k).or_default().push(c);
-        }
-    }
-    for v in by_key.values_mut() {
-        v.sort_by_key(|c| c.x);
-    }
-    // (group key, its interned segment as the engine named it — `None` if the engine never
-    // named it —, contributions sorted by x)
-    type KeyEntry<'a> = (&'a Key, Option<Option<u16>>, &'a Vec<&'a Contrib>);
-    let mut keys: Vec<KeyEntry> = by_key
-        .iter()
-        .map(|(k, list)| {
-            let seg = match &k.1 {
+    // Every window up to the last frontier: the latest version equals the recomputation,
+    // and every non-empty one was emitted.
+    let mut matched: HashSet<RowKey> = HashSet::default();
+    if let Some(f) = oracle.frontier() {
+        oracle.for_each_row(f, |k, exp| {
+            let wi = run.names.window(&k.window).expect("configured window");
+            let seg = match &k.segment {
                 None => Some(None),
                 Some(name) => run.names.find_segment(name).map(Some),
             };
-            (k, seg, list)
-        })
-        .collect();
-    keys.sort_by(|a, b| a.0.cmp(b.0));
-    let frontiers: Vec<Millis> = cl
-        .adv_w
-        .iter()
-        .flatten()
-        .map(|&w| floor_local(w, MINUTE_MS, 0))
-        .collect();
-    let windows = expected_windows(cfg, &frontiers);
-    let window_set: HashSet<(u8, Millis)> = windows.iter().map(|(n, _, e)| (*n, *e)).collect();
-    let mut matched: HashSet<RowKey> = HashSet::default();
-    for &(wi, start, end) in &windows {
-        for &(key, seg, list) in &keys {
-            let lo = list.partition_point(|c| c.x < start);
-            let hi = list.partition_point(|c| c.x < end);
-            if lo == hi {
-                continue;
-            }
-            let mut agg = Agg::default();
-            for c in &list[lo..hi] {
-                agg.add(&c.what);
-            }
-            let label = || {
-                format!(
-                    "{} [{}, {}) {}/{}",
-                    run.names.windows[usize::from(wi)],
-                    fmt_t(start),
-                    fmt_t(end),
-                    key.0.map_or("all", Channel::as_str),
-                    key.1.as_deref().unwrap_or("all")
-                )
-            };
             let got = seg.and_then(|seg| {
-                let rk: RowKey = (wi, end, key.0, seg);
+                let rk: RowKey = (wi, k.end, k.channel, seg);
                 matched.insert(rk);
                 run.rows.get(&rk)
             });
             match got {
                 None => errs.push(format!(
-                    "missing row {}: the oracle has {} contributions ({agg:?})",
-                    label(),
-                    agg.contributions
+                    "missing row {k}: the oracle has {} contributions ({})",
+                    exp.contributions,
+                    exp.brief()
                 )),
                 Some(got) => {
-                    let diffs = compare_row(&agg, start, got);
+                    let diffs = diff_row(k, exp, &got.row);
                     if !diffs.is_empty() {
                         errs.push(format!(
-                            "row {} v{}: {}",
-                            label(),
-                            got.version,
+                            "row {k} v{}: {}",
+                            got.row.version,
                             diffs.join("; ")
                         ));
                     }
                 }
             }
-        }
+        });
     }
     let mut extra: Vec<(&RowKey, &Box<RowRec>)> = run
         .rows
@@ -1127,29 +524,88 @@ fn check(cfg: &EngineConfig, stream: &Stream, schedule: &[Step]) -> Vec<String> 
         .collect();
     extra.sort_by(|a, b| a.0.cmp(b.0));
     for (k, r) in extra {
-        if !window_set.contains(&(k.0, k.1)) {
-            errs.push(format!(
-                "row {} (start {}, v{}) is not a window the advances should emit (ends before the \
-                 first frontier or off-grid); content {}",
-                run.names.show(k),
-                fmt_t(r.start),
-                r.version,
-                brief(&r.kpis)
-            ));
-        } else if !is_zero(&r.kpis) {
+        if !is_zero(&r.row.kpis) {
             errs.push(format!(
                 "row {} (start {}, v{}): the oracle window is empty but the latest version has \
                  content {}",
                 run.names.show(k),
-                fmt_t(r.start),
-                r.version,
-                brief(&r.kpis)
+                fmt_t(r.row.start),
+                r.row.version,
+                brief(&r.row.kpis)
             ));
         } else if !r.ever_nonzero {
             errs.push(format!(
                 "row {}: an empty row was emitted for a key that never had content",
                 run.names.show(k)
             ));
+        }
+    }
+    (errs, run)
+}
+
+/// (window, end, channel, segment name) → the latest row with content, for ends ≤ `max_end`.
+fn final_rows(run: &Run, max_end: Millis) -> BTreeMap<(String, Millis, String, String), &KpiRow> {
+    run.rows
+        .values()
+        .map(|r| &r.row)
+        .filter(|r| r.end <= max_end && !is_zero(&r.kpis))
+        .map(|r| {
+            (
+                (
+                    r.window.to_string(),
+                    r.end,
+                    r.channel_label().to_string(),
+                    r.segment_label().to_string(),
+                ),
+                r,
+            )
+        })
+        .collect()
+}
+
+/// The final latest rows (with content, ending at or before `max_end`) of two runs over the
+/// same input must be identical: same start, version, KPI values and parts.
+fn compare_runs(a: &Run, b: &Run, max_end: Millis, name_a: &str, name_b: &str) -> Vec<String> {
+    let (ra, rb) = (final_rows(a, max_end), final_rows(b, max_end));
+    let mut errs = Vec::new();
+    let keys: BTreeSet<_> = ra.keys().chain(rb.keys()).collect();
+    for k in keys {
+        let show = || format!("{} end {} {}/{}", k.0, fmt_t(k.1), k.2, k.3);
+        match (ra.get(k), rb.get(k)) {
+            (Some(x), Some(y)) => {
+                let mut d = Vec::new();
+                if (x.start, x.version) != (y.start, y.version) {
+                    d.push(format!(
+                        "(start, version) {:?} vs {:?}",
+                        (x.start, x.version),
+                        (y.start, y.version)
+                    ));
+                }
+                d.extend(diff_states(&x.state, &y.state));
+                if x.kpis != y.kpis {
+                    d.push(format!("kpis {} vs {}", brief(&x.kpis), brief(&y.kpis)));
+                }
+                if !d.is_empty() {
+                    errs.push(format!(
+                        "row {} differs ({name_a} = expected, {name_b} = got): {}",
+                        show(),
+                        d.join("; ")
+                    ));
+                }
+            }
+            (Some(x), None) => errs.push(format!(
+                "row {} (v{}) only in the {name_a} run: {}",
+                show(),
+                x.version,
+                brief(&x.kpis)
+            )),
+            (None, Some(y)) => errs.push(format!(
+                "row {} (v{}) only in the {name_b} run: {}",
+                show(),
+                y.version,
+                brief(&y.kpis)
+            )),
+            (None, None) => unreachable!("a key of one of the maps"),
         }
     }
     errs
@@ -1194,19 +650,17 @@ fn report(cfg: &EngineConfig, stream: &Stream, schedule: &[Step], errs: &[String
         );
         let _ = writeln!(s, "calls:");
         for step in schedule {
-            match *step {
+            let _ = match *step {
                 Step::Ingest(i) => {
-                    let _ = writeln!(s, "  ingest p{} {}", stream[i].0, describe(&stream[i].1));
+                    writeln!(s, "  ingest p{} {}", stream[i].0, describe(&stream[i].1))
                 }
-                Step::Advance => {
-                    let _ = writeln!(s, "  advance");
-                }
-            }
+                Step::Advance => writeln!(s, "  advance"),
+                Step::Restore => writeln!(s, "  checkpoint + restore"),
+            };
         }
     }
     s
 }
-
 // ---------------------------------------------------------------------------------------------
 // Random streams
 // ---------------------------------------------------------------------------------------------
@@ -1301,6 +755,14 @@ struct Scenario {
     follow_min: i64,
     max_segments: usize,
     preset: bool,
+    /// Per partition: the survey source arrives this many minutes behind its event times
+    /// (on top of the usual jitter), so it lags the partition's touchpoint source.
+    survey_lag_min: Vec<u16>,
+    /// Every partition's survey source also delivers a first record at `base`, so it is known
+    /// (and holds the job watermark back) from the start. Otherwise a survey source first
+    /// appears whenever its first response arrives, possibly long after the job watermark
+    /// passed its event times.
+    survey_header: bool,
     /// 50–400 slots; shrinking empties slots (`None`) to get below 50 events.
     specs: Vec<Option<Spec>>,
     gaps: Vec<u8>,
@@ -1400,6 +862,8 @@ fn scenario_strategy() -> impl Strategy<Value = Scenario> {
             prop_oneof![Just(60i64), Just(120)],
             2usize..=3,
             any::<bool>(),
+            proptest::collection::vec(prop_oneof![3 => Just(0u16), 1 => 20u16..=240], 3),
+            any::<bool>(),
         ),
         proptest::collection::vec(proptest::option::weighted(0.999, spec_strategy()), 50..=400),
         proptest::collection::vec(1u8..=50, 1..=8),
@@ -1407,7 +871,15 @@ fn scenario_strategy() -> impl Strategy<Value = Scenario> {
         .prop_map(
             |(
                 (partitions, customers, channels, span_min, base_shift_min, salt),
-                (horizon_min, ttl_min, follow_min, max_segments, preset),
+                (
+                    horizon_min,
+                    ttl_min,
+                    follow_min,
+                    max_segments,
+                    preset,
+                    survey_lag_min,
+                    survey_header,
+                ),
                 specs,
                 gaps,
             )| Scenario {
@@ -1422,6 +894,8 @@ fn scenario_strategy() -> impl Strategy<Value = Scenario> {
                 follow_min,
                 max_segments,
                 preset,
+                survey_lag_min,
+                survey_header,
                 specs,
                 gaps,
             },
@@ -1589,12 +1063,17 @@ fn build(sc: &Scenario, cfg: &EngineConfig) -> (Stream, Vec<Step>) {
         }
         for ev in events {
             let et = ev.event_time();
-            let key = match s.arrival {
-                Arrival::OnTime { jitter_s } => et + i64::from(jitter_s) * 1000,
-                Arrival::Late { permille } => {
-                    et + scaled(permille, 3 * MINUTE_MS, 2 * horizon + 20 * MINUTE_MS)
-                }
+            let lag = match ev {
+                CxEvent::Survey(_) => i64::from(sc.survey_lag_min[p as usize]) * MINUTE_MS,
+                CxEvent::Touchpoint(_) => 0,
             };
+            let key = lag
+                + match s.arrival {
+                    Arrival::OnTime { jitter_s } => et + i64::from(jitter_s) * 1000,
+                    Arrival::Late { permille } => {
+                        et + scaled(permille, 3 * MINUTE_MS, 2 * horizon + 20 * MINUTE_MS)
+                    }
+                };
             if let Some((delay, shift)) = s.duplicate {
                 let mut copy = ev.clone();
                 match &mut copy {
@@ -1608,8 +1087,8 @@ fn build(sc: &Scenario, cfg: &EngineConfig) -> (Stream, Vec<Step>) {
     }
     items.sort_by_key(|(key, seq, _, _)| (*key, *seq));
 
-    // Every partition first delivers one on-time event at `base`, so each partition's first
-    // record is accepted (no partition is ever active without an accepted event).
+    // Every partition's touchpoint source first delivers one on-time event at `base` (and, with
+    // `survey_header`, its survey source too).
     let mut stream: Stream = (0..sc.partitions)
         .map(|p| {
             let c = i64::from(p);
@@ -1628,29 +1107,38 @@ fn build(sc: &Scenario, cfg: &EngineConfig) -> (Stream, Vec<Step>) {
             )
         })
         .collect();
-    stream.extend(items.into_iter().map(|(_, _, p, ev)| (p, ev)));
-
-    let mut schedule = Vec::with_capacity(stream.len() + stream.len() / 4 + 1);
-    let mut gaps = sc.gaps.iter().cycle();
-    let mut left = *gaps.next().expect("at least one gap");
-    for i in 0..stream.len() {
-        schedule.push(Step::Ingest(i));
-        left -= 1;
-        if left == 0 {
-            schedule.push(Step::Advance);
-            left = *gaps.next().expect("cycle");
+    if sc.survey_header {
+        for p in 0..sc.partitions {
+            let c = i64::from(p);
+            let csat = survey(
+                &format!("hs{p}"),
+                base,
+                &cust_name(c),
+                "retail",
+                Channel::Web,
+                SurveyMetric::Csat,
+                4,
+            );
+            stream.push((i32::from(p), csat));
         }
     }
-    schedule.push(Step::Advance);
+    stream.extend(items.into_iter().map(|(_, _, p, ev)| (p, ev)));
+
+    let schedule = schedule_for(stream.len(), &sc.gaps);
     (stream, schedule)
 }
 
 /// 64 cases per property and at most 1 min of shrinking, unless the usual `PROPTEST_CASES` /
 /// `PROPTEST_MAX_SHRINK_TIME` / `PROPTEST_MAX_SHRINK_ITERS` environment variables say otherwise.
 fn pt_config() -> ProptestConfig {
+    pt_config_cases(64)
+}
+
+/// `cases` cases (unless `PROPTEST_CASES` says otherwise), 1 min of shrinking.
+fn pt_config_cases(cases: u32) -> ProptestConfig {
     let mut c = ProptestConfig::default();
     if std::env::var_os("PROPTEST_CASES").is_none() {
-        c.cases = 64;
+        c.cases = cases;
     }
     if std::env::var_os("PROPTEST_MAX_SHRINK_TIME").is_none() {
         c.max_shrink_time = 60_000;
@@ -1665,7 +1153,7 @@ fn pt_config() -> ProptestConfig {
 fn check_scenario(sc: &Scenario, offset_min: i32) -> Result<(), TestCaseError> {
     let cfg = config(&knobs(sc, offset_min));
     let (stream, schedule) = build(sc, &cfg);
-    let errs = check(&cfg, &stream, &schedule);
+    let (errs, _) = check(&cfg, &stream, &schedule);
     if errs.is_empty() {
         return Ok(());
     }
@@ -1688,11 +1176,14 @@ thread_local! {
 
 /// The kinds of discrepancy an error message names (to keep delta debugging on one bug).
 fn kinds(e: &str) -> Vec<&'static str> {
-    const KINDS: [&str; 24] = [
+    const KINDS: [&str; 27] = [
         "outcome of",
+        "job watermark",
+        "restore",
+        "updates (version)",
         "stats:",
         "missing row",
-        "not a window",
+        "starts at",
         "oracle window is empty",
         "never had content",
         "version",
@@ -1720,18 +1211,18 @@ fn kinds(e: &str) -> Vec<&'static str> {
 /// Delta debugging over the calls (ingest / advance) of a failing stream: removes chunks of
 /// calls while a discrepancy of the same kind as the first one remains. At most 60 s.
 fn minimize(cfg: &EngineConfig, stream: &Stream, schedule: &[Step], errs: &[String]) -> String {
-    /// An ingest (partition, event), or `None` for an advance.
-    type Call = Option<(i32, CxEvent)>;
+    /// An ingest (partition, event), or `Err(step)` for an advance or a restore.
+    type Call = Result<(i32, CxEvent), Step>;
     fn to_stream(calls: &[Call]) -> (Stream, Vec<Step>) {
         let mut stream = Vec::new();
         let mut steps = Vec::new();
         for c in calls {
             match c {
-                Some((p, e)) => {
+                Ok((p, e)) => {
                     steps.push(Step::Ingest(stream.len()));
                     stream.push((*p, e.clone()));
                 }
-                None => steps.push(Step::Advance),
+                Err(step) => steps.push(*step),
             }
         }
         if steps.last() != Some(&Step::Advance) {
@@ -1747,14 +1238,15 @@ fn minimize(cfg: &EngineConfig, stream: &Stream, schedule: &[Step], errs: &[Stri
     let fails = |calls: &[Call]| {
         let (s, st) = to_stream(calls);
         check(cfg, &s, &st)
+            .0
             .iter()
             .any(|e| kinds(e).iter().any(|k| wanted.contains(k)))
     };
     let mut calls: Vec<Call> = schedule
         .iter()
         .map(|s| match *s {
-            Step::Ingest(i) => Some(stream[i].clone()),
-            Step::Advance => None,
+            Step::Ingest(i) => Ok(stream[i].clone()),
+            other => Err(other),
         })
         .collect();
     let mut parts = 2usize;
@@ -1781,7 +1273,7 @@ fn minimize(cfg: &EngineConfig, stream: &Stream, schedule: &[Step], errs: &[Stri
         }
     }
     let (s, st) = to_stream(&calls);
-    let errs = check(cfg, &s, &st);
+    let (errs, _) = check(cfg, &s, &st);
     format!(
         "delta-debugged reproduction of the first failing input ({} calls, {:?}; kinds {wanted:?}):\n{}",
         st.len(),
@@ -1810,6 +1302,136 @@ proptest! {
     }
 }
 
+/// `schedule` with a checkpoint + restore inserted before each position `cuts[k]` ‰ of the
+/// way through it.
+fn with_restores(schedule: &[Step], cuts: &[u16]) -> Vec<Step> {
+    let mut at: Vec<usize> = cuts
+        .iter()
+        .map(|c| schedule.len() * usize::from(*c) / 1000)
+        .collect();
+    at.sort_unstable();
+    let mut out = Vec::with_capacity(schedule.len() + at.len());
+    let mut cut = at.iter().peekable();
+    for (i, step) in schedule.iter().enumerate() {
+        while cut.next_if(|c| **c == i).is_some() {
+            out.push(Step::Restore);
+        }
+        out.push(*step);
+    }
+    out
+}
+
+/// The same events, each source in its own order, interleaved another way: `mode` 0 puts
+/// every survey response first, 1 every touchpoint first, 2 takes the next record from the
+/// source `pattern` (cycling) names, falling back to the other when one is exhausted.
+fn reinterleave(stream: &Stream, mode: u8, pattern: &[bool]) -> Stream {
+    let (mut tp, mut sv): (Vec<_>, Vec<_>) = stream
+        .iter()
+        .cloned()
+        .partition(|(_, e)| matches!(e, CxEvent::Touchpoint(_)));
+    match mode {
+        0 => sv.into_iter().chain(tp).collect(),
+        1 => tp.into_iter().chain(sv).collect(),
+        _ => {
+            tp.reverse();
+            sv.reverse();
+            let mut out = Vec::with_capacity(stream.len());
+            let mut pat = pattern.iter().cycle();
+            while !(tp.is_empty() && sv.is_empty()) {
+                let from_surveys = *pat.next().expect("non-empty pattern");
+                let next = if from_surveys {
+                    sv.pop().or_else(|| tp.pop())
+                } else {
+                    tp.pop().or_else(|| sv.pop())
+                };
+                out.extend(next);
+            }
+            out
+        }
+    }
+}
+
+fn fail_with(
+    cfg: &EngineConfig,
+    stream: &Stream,
+    schedule: &[Step],
+    errs: &[String],
+) -> Result<(), TestCaseError> {
+    if errs.is_empty() {
+        return Ok(());
+    }
+    Err(TestCaseError::fail(report(cfg, stream, schedule, errs)))
+}
+
+proptest! {
+    #![proptest_config(pt_config_cases(32))]
+
+    /// Checkpointing the engine and continuing from `KpiEngine::restore` (at a fresh
+    /// processing time), one to four times, with the same or other `advance` points than the
+    /// uninterrupted run, is invisible: the final latest rows equal the uninterrupted
+    /// engine's (start, version, KPI values and parts) and the oracle's, and every outcome
+    /// is the oracle's.
+    #[test]
+    fn checkpoint_restore_is_invisible(
+        sc in scenario_strategy(),
+        offset in prop_oneof![Just(0i32), Just(210i32), Just(-330i32)],
+        cuts in proptest::collection::vec(0u16..1000, 1..=4),
+        other_gaps in proptest::option::of(proptest::collection::vec(1u8..=50, 1..=8)),
+    ) {
+        let cfg = config(&knobs(&sc, offset));
+        let (stream, plain) = build(&sc, &cfg);
+        let oracle = Oracle::new(&cfg, &Input::from_arrivals(stream.iter().cloned()));
+        let base = match &other_gaps {
+            Some(g) => schedule_for(stream.len(), g),
+            None => plain.clone(),
+        };
+        let interrupted = with_restores(&base, &cuts);
+        let (mut errs, restored) = check_with(&cfg, &stream, &interrupted, &oracle);
+        let uninterrupted = drive(&cfg, &stream, &plain, &oracle);
+        let f = oracle.frontier().unwrap_or(Millis::MIN);
+        errs.extend(compare_runs(&uninterrupted, &restored, f, "uninterrupted", "restored"));
+        fail_with(&cfg, &stream, &interrupted, &errs)?;
+    }
+
+    /// Replays of one partition are exact whatever the interleaving of its two sources:
+    /// the same touchpoints and survey responses (each source in the same order) fed in
+    /// another interleaving give the same final latest rows (start, version, KPI values and
+    /// parts) up to the lower of the two final frontiers, and each run matches the oracle.
+    /// (Enough segment room for every name: the guard admits names in arrival order, so
+    /// folding would legitimately depend on the interleaving.)
+    #[test]
+    fn replay_interleaving_is_invisible(
+        sc in scenario_strategy(),
+        mode in 0u8..3,
+        pattern in proptest::collection::vec(any::<bool>(), 1..=16),
+        other_gaps in proptest::collection::vec(1u8..=50, 1..=8),
+    ) {
+        let mut sc = sc;
+        sc.partitions = 1;
+        sc.max_segments = 8;
+        let cfg = config(&knobs(&sc, 0));
+        let (a, schedule_a) = build(&sc, &cfg);
+        let b = reinterleave(&a, mode, &pattern);
+        let schedule_b = schedule_for(b.len(), &other_gaps);
+        let oracle_a = Oracle::new(&cfg, &Input::from_arrivals(a.iter().cloned()));
+        let oracle_b = Oracle::new(&cfg, &Input::from_arrivals(b.iter().cloned()));
+        prop_assert!(!oracle_b.segments_depend_on_interleaving());
+        let (errs_a, run_a) = check_with(&cfg, &a, &schedule_a, &oracle_a);
+        let (errs_b, run_b) = check_with(&cfg, &b, &schedule_b, &oracle_b);
+        let f = match (oracle_a.frontier(), oracle_b.frontier()) {
+            (Some(x), Some(y)) => x.min(y),
+            _ => Millis::MIN,
+        };
+        let mut errs: Vec<String> = errs_b
+            .into_iter()
+            .map(|e| format!("other interleaving vs oracle: {e}"))
+            .collect();
+        errs.extend(compare_runs(&run_a, &run_b, f, "first interleaving", "other interleaving"));
+        fail_with(&cfg, &a, &schedule_a, &errs_a)?;
+        // (The calls shown are the other interleaving's.)
+        fail_with(&cfg, &b, &schedule_b, &errs)?;
+    }
+}
 // ---------------------------------------------------------------------------------------------
 // Known-answer scenarios (hand-computed)
 // ---------------------------------------------------------------------------------------------
@@ -1882,6 +1504,79 @@ impl Kat {
         self.now += 1;
         self.engine.advance(self.now)
     }
+    /// Checkpoint, then continue with the restored engine at a much later `now`.
+    fn restore(&mut self) {
+        let bytes = self.engine.checkpoint();
+        self.now += 1_000_000;
+        self.engine = KpiEngine::restore(kat_config(), &bytes, self.now).expect("restorable");
+    }
+}
+
+fn nps(id: &str, t: Millis, cust: &str, score: i32) -> CxEvent {
+    survey(
+        id,
+        t,
+        cust,
+        "retail",
+        Channel::Web,
+        SurveyMetric::Nps,
+        score,
+    )
+}
+
+fn csat(id: &str, t: Millis, cust: &str, score: i32) -> CxEvent {
+    survey(
+        id,
+        t,
+        cust,
+        "retail",
+        Channel::Web,
+        SurveyMetric::Csat,
+        score,
+    )
+}
+
+fn outbound(id: &str, cust: &str, t: Millis) -> CxEvent {
+    touch(
+        id,
+        t,
+        cust,
+        "retail",
+        Channel::Email,
+        TouchpointKind::OutboundContact,
+        None,
+        None,
+    )
+}
+
+fn rejected(t: Millis, watermark: Millis) -> IngestOutcome {
+    IngestOutcome::Rejected(TooLate {
+        event_time: t,
+        watermark,
+        horizon_ms: 30 * MINUTE_MS,
+    })
+}
+
+/// (window, end) pairs, sorted as [`all_all_windows`] sorts them.
+fn windows(list: &[(&str, Millis)]) -> Vec<(String, Millis)> {
+    let mut v: Vec<(String, Millis)> = list.iter().map(|(w, e)| (w.to_string(), *e)).collect();
+    v.sort();
+    v
+}
+
+/// The ends `from, from + step, …, to` (minutes of the KAT day) of window `w`.
+fn ends(
+    w: &'static str,
+    from: (i64, i64),
+    to: (i64, i64),
+    step_min: i64,
+) -> Vec<(&'static str, Millis)> {
+    let (a, b) = (at(from.0, from.1), at(to.0, to.1));
+    (0..)
+        .map(|i| a + i * step_min * MINUTE_MS)
+        .take_while(|e| *e <= b)
+        .map(|e| (w, e))
+        .collect()
 }
 
 /// The (window, end) pairs of the (all, all) rows of one advance, sorted.
@@ -1902,26 +1597,33 @@ fn kat_late_event_corrects_emitted_1h_window() {
         k.ingest(&visit("a", at(9, 50), "c1")),
         IngestOutcome::Accepted { late: false }
     );
-    // W = 10:02 − 2 min = 10:00.
+    // wm = W = 10:02 − 2 min = 10:00.
     assert_eq!(
         k.ingest(&visit("b", at(10, 2), "c1")),
         IngestOutcome::Accepted { late: false }
     );
     let r1 = k.advance();
-    // First advance: F = 10:00, F_prev = F − 1 ms → only windows ending at 10:00:
-    //   1h [09:00, 10:00), 3h [ceil(07:00, h) = 07:00, 10:00), 2d (30 min slide)
-    //   [ceil(04-29 10:00, day) = 04-30 00:00, 10:00); each holds the 09:50 visit only.
+    // First advance: F = 10:00, F_prev = the earliest minute holding data, 09:50: every window
+    // ending in (09:50, 10:00] — 1h ends 09:51 ..= 10:00, 3h (5 min slide) 09:55 and 10:00,
+    // 2d (30 min slide) 10:00; each holds the 09:50 visit only.
+    let mut want = ends("1h", (9, 51), (10, 0), 1);
+    want.extend([("3h", at(9, 55)), ("3h", at(10, 0)), ("2d", at(10, 0))]);
+    assert_eq!(all_all_windows(&r1), windows(&want));
+    let row = must(&r1, "1h", at(9, 51), "all", "all");
+    assert_eq!(
+        (row.start, row.kpis.touchpoints, row.version),
+        (at(8, 51), 1, 1)
+    );
     let row = must(&r1, "1h", at(10, 0), "all", "all");
     assert_eq!(
         (row.start, row.kpis.touchpoints, row.kpis.customers),
         (at(9, 0), 1, 1)
     );
+    // 3h [ceil(07:00, h) = 07:00, 10:00); 2d [ceil(04-29 10:00, day) = 04-30 00:00, 10:00).
     let row3 = must(&r1, "3h", at(10, 0), "all", "all");
     assert_eq!((row3.start, row3.kpis.touchpoints), (at(7, 0), 1));
     let row2d = must(&r1, "2d", at(10, 0), "all", "all");
     assert_eq!((row2d.start, row2d.kpis.touchpoints), (MAY1 - DAY_MS, 1));
-    assert!(r1.iter().all(|r| r.end == at(10, 0)));
-    let v1 = row.version;
 
     // W = 10:22 − 2 = 10:20: 1h ends 10:01 ..= 10:20, 3h ends 10:05 ..= 10:20.
     assert_eq!(
@@ -1929,48 +1631,46 @@ fn kat_late_event_corrects_emitted_1h_window() {
         IngestOutcome::Accepted { late: false }
     );
     let r2 = k.advance();
-    // 1h [09:06, 10:06): 09:50 and 10:02 → 2.
-    assert_eq!(must(&r2, "1h", at(10, 6), "all", "all").kpis.touchpoints, 2);
+    // 1h [09:06, 10:06): 09:50 and 10:02 → 2 touchpoints, 2 updates (the version).
+    let row = must(&r2, "1h", at(10, 6), "all", "all");
+    assert_eq!((row.kpis.touchpoints, row.version), (2, 2));
     // 3h [ceil(07:15, h) = 08:00, 10:15): 09:50 and 10:02.
     let r3h = must(&r2, "3h", at(10, 15), "all", "all");
     assert_eq!((r3h.start, r3h.kpis.touchpoints), (at(8, 0), 2));
     assert!(
         find(&r2, "1h", at(10, 0), "all", "all").is_none(),
-        "10:00 was emitted already"
+        "10:00 was emitted already and nothing in it changed"
     );
     assert!(
         r2.iter().all(|r| &*r.window != "2d"),
         "10:30 is not reached"
     );
-    let v2 = r2[0].version;
-    assert!(v2 > v1);
+    let v_1020 = must(&r2, "1h", at(10, 20), "all", "all").version;
+    assert_eq!(v_1020, 2);
 
-    // A late visit at 10:05: W = 10:20, 10:05 ≥ 10:20 − 30 min → accepted, late.
+    // A late visit at 10:05: wm = 10:20, 10:05 ≥ 10:20 − 30 min → accepted, late.
     assert_eq!(
         k.ingest(&visit("d", at(10, 5), "c3")),
         IngestOutcome::Accepted { late: true }
     );
     let r3 = k.advance();
-    let v3 = r3[0].version;
-    assert!(v3 > v2);
-    // 1h [09:06, 10:06) now holds 09:50, 10:02 and 10:05 → 3 touchpoints, 2 customers (c1, c3).
+    // 1h [09:06, 10:06) now holds 09:50, 10:02 and 10:05 → 3 touchpoints, 2 customers (c1, c3),
+    // 3 updates.
     let row = must(&r3, "1h", at(10, 6), "all", "all");
     assert_eq!(
         (row.kpis.touchpoints, row.kpis.customers, row.version),
-        (3, 2, v3)
+        (3, 2, 3)
     );
-    // 1h [09:20, 10:20): 09:50, 10:02, 10:05 → 3 (10:22 is after the end).
-    assert_eq!(
-        must(&r3, "1h", at(10, 20), "all", "all").kpis.touchpoints,
-        3
-    );
+    // 1h [09:20, 10:20): 09:50, 10:02, 10:05 → 3 (10:22 is after the end); version 2 → 3.
+    let row = must(&r3, "1h", at(10, 20), "all", "all");
+    assert_eq!((row.kpis.touchpoints, row.version), (3, 3));
+    assert!(row.version > v_1020);
     // Re-emitted for (all, all): every emitted window containing minute 10:05:
-    //   1h ends 10:06 ..= 10:20 (15; ends ≤ 10:05 do not contain it), 3h ends 10:10, 10:15,
-    //   10:20; no 2d window containing it was emitted (2d ended only at 10:00).
-    let mut want: Vec<(String, Millis)> = (6..=20).map(|m| ("1h".to_string(), at(10, m))).collect();
-    want.extend([10, 15, 20].map(|m| ("3h".to_string(), at(10, m))));
-    want.sort();
-    assert_eq!(all_all_windows(&r3), want);
+    //   1h ends 10:06 ..= 10:20 (ends ≤ 10:05 do not contain it), 3h ends 10:10, 10:15, 10:20;
+    //   no 2d window containing it ends by F = 10:20.
+    let mut want = ends("1h", (10, 6), (10, 20), 1);
+    want.extend(ends("3h", (10, 10), (10, 20), 5));
+    assert_eq!(all_all_windows(&r3), windows(&want));
     let s = k.engine.stats();
     assert_eq!(
         (s.accepted, s.late, s.duplicates, s.rejected_too_late),
@@ -1978,55 +1678,65 @@ fn kat_late_event_corrects_emitted_1h_window() {
     );
 }
 
-/// Corrections re-emit *already emitted* windows only: windows that end before the first
-/// frontier were never emitted and must not appear because a late event touches them.
+/// The first advance emits every window since the earliest data; a late event earlier than
+/// all data seen then gets its windows emitted too (they were never emitted before).
 #[test]
-fn kat_correction_does_not_emit_windows_before_the_first_frontier() {
+fn kat_late_event_before_all_data_at_first_advance_emits_its_windows() {
     let mut k = Kat::new();
     k.ingest(&visit("a", at(10, 0), "c1"));
     k.ingest(&visit("b", at(10, 10), "c1")); // W = 10:08
     let r1 = k.advance();
-    // First advance: F = 10:08, F_prev = 10:08 − 1 ms → only 1h [09:08, 10:08) (10:08 is on
-    // neither the 5 min nor the 30 min grid).
-    assert_eq!(all_all_windows(&r1), vec![("1h".to_string(), at(10, 8))]);
-    // Late visit at 10:05 (≥ 10:08 − 30 min): it touches 1h windows ending 10:06 ..= 11:05, of
-    // which only 10:08 was emitted.
+    // F = 10:08, F_prev = 10:00 (earliest data): 1h ends 10:01 ..= 10:08, 3h 10:05; no 2d end
+    // (30 min grid) in (10:00, 10:08].
+    let mut want = ends("1h", (10, 1), (10, 8), 1);
+    want.push(("3h", at(10, 5)));
+    assert_eq!(all_all_windows(&r1), windows(&want));
+    // A late visit at 09:45 (≥ 10:08 − 30 min), before everything seen at the first advance.
     assert_eq!(
-        k.ingest(&visit("c", at(10, 5), "c2")),
+        k.ingest(&visit("c", at(9, 45), "c2")),
         IngestOutcome::Accepted { late: true }
     );
     let r2 = k.advance();
+    // Every window ending by F = 10:08 that contains 09:45: 1h ends 09:46 ..= 10:08 (09:46 ..=
+    // 10:00 never emitted before), 3h ends 09:50 ..= 10:05, and the 2d window ending 10:00
+    // (never emitted before).
+    let mut want = ends("1h", (9, 46), (10, 8), 1);
+    want.extend(ends("3h", (9, 50), (10, 5), 5));
+    want.push(("2d", at(10, 0)));
+    assert_eq!(all_all_windows(&r2), windows(&want));
+    let row = must(&r2, "1h", at(9, 46), "all", "all");
+    assert_eq!(
+        (row.start, row.kpis.touchpoints, row.version),
+        (at(8, 46), 1, 1)
+    );
+    // [09:00, 10:00): 09:45 only; [09:08, 10:08): 09:45 and 10:00.
+    assert_eq!(must(&r2, "1h", at(10, 0), "all", "all").kpis.touchpoints, 1);
     let row = must(&r2, "1h", at(10, 8), "all", "all");
-    assert_eq!(row.kpis.touchpoints, 2, "10:00 and 10:05");
-    assert_eq!(all_all_windows(&r2), vec![("1h".to_string(), at(10, 8))]);
+    assert_eq!(
+        (row.kpis.touchpoints, row.kpis.customers, row.version),
+        (2, 2, 2)
+    );
+    let row = must(&r2, "2d", at(10, 0), "all", "all");
+    assert_eq!((row.start, row.kpis.touchpoints), (MAY1 - DAY_MS, 1));
 }
 
 #[test]
 fn kat_event_beyond_horizon_is_rejected() {
     let mut k = Kat::new();
     k.ingest(&visit("a", at(10, 0), "c1"));
-    k.ingest(&visit("b", at(10, 22), "c1")); // W = 10:20, horizon 30 min → limit 09:50.
+    k.ingest(&visit("b", at(10, 22), "c1")); // wm = 10:20, horizon 30 min → floor 09:50.
     k.advance();
     let too_old = visit("old", at(9, 50) - 1, "c1");
-    assert_eq!(
-        k.ingest(&too_old),
-        IngestOutcome::Rejected(TooLate {
-            event_time: at(9, 50) - 1,
-            watermark: at(10, 20),
-            horizon_ms: 30 * MINUTE_MS,
-        })
-    );
-    // Exactly W − horizon is still accepted (late).
+    assert_eq!(k.ingest(&too_old), rejected(at(9, 50) - 1, at(10, 20)));
+    // Exactly the floor is still accepted (late).
     assert_eq!(
         k.ingest(&visit("edge", at(9, 50), "c1")),
         IngestOutcome::Accepted { late: true }
     );
     let rows = k.advance();
     // [09:20, 10:20): 09:50 and 10:00 (the rejected 09:49:59.999 is not counted).
-    assert_eq!(
-        must(&rows, "1h", at(10, 20), "all", "all").kpis.touchpoints,
-        2
-    );
+    let row = must(&rows, "1h", at(10, 20), "all", "all");
+    assert_eq!((row.kpis.touchpoints, row.version), (2, 2));
     let s = k.engine.stats();
     assert_eq!((s.accepted, s.late, s.rejected_too_late), (3, 1, 1));
 }
@@ -2049,18 +1759,22 @@ fn kat_duplicate_counted_once() {
     assert_eq!(
         k.ingest(&purchase),
         IngestOutcome::Duplicate,
-        "same id, same partition"
+        "same id, same source"
     );
-    k.ingest(&visit("w", at(10, 12), "c1")); // W = 10:10
+    k.ingest(&visit("w", at(10, 12), "c1")); // wm = 10:10
     assert_eq!(
         k.ingest(&purchase),
         IngestOutcome::Duplicate,
-        "late copy, still inside the horizon"
+        "late copy, still above the floor"
     );
     let rows = k.advance();
-    // [09:10, 10:10): purchase 10:00 + visit 10:05 = 2 touchpoints, 1 purchase, 12.5000 EUR.
+    // [09:10, 10:10): purchase 10:00 + visit 10:05 = 2 touchpoints, 1 purchase, 12.5000 EUR,
+    // 2 updates.
     let row = must(&rows, "1h", at(10, 10), "all", "all");
-    assert_eq!((row.kpis.touchpoints, row.kpis.purchases), (2, 1));
+    assert_eq!(
+        (row.kpis.touchpoints, row.kpis.purchases, row.version),
+        (2, 1, 2)
+    );
     assert_eq!(row.kpis.revenue.len(), 1);
     assert_eq!(
         (
@@ -2074,15 +1788,15 @@ fn kat_duplicate_counted_once() {
     assert_eq!((s.accepted, s.duplicates), (3, 2));
 }
 
-/// Ids are remembered per event-time minute until that minute is entirely below
-/// `W − horizon`: a copy inside the horizon in a partly expired minute is still a duplicate.
+/// Ids are remembered per event-time minute until that minute is entirely below the
+/// source's floor: a copy above the floor in a partly expired minute is still a duplicate.
 /// The same id in another minute is a different event.
 #[test]
 fn kat_duplicate_in_partly_expired_minute() {
     let mut k = Kat::new();
     let x = visit("x", at(10, 0) + 45_000, "c1"); // 10:00:45
     assert_eq!(k.ingest(&x), IngestOutcome::Accepted { late: false });
-    // W = 10:32:30 − 2 min = 10:30:30; W − horizon = 10:00:30: minute 10:00 is partly behind it.
+    // wm = 10:32:30 − 2 min = 10:30:30; floor = 10:00:30: minute 10:00 is partly behind it.
     k.ingest(&visit("y", at(10, 32) + 30_000, "c1"));
     let r1 = k.advance(); // F = 10:30: 1h [09:30, 10:30) holds x only.
     assert_eq!(
@@ -2091,7 +1805,7 @@ fn kat_duplicate_in_partly_expired_minute() {
     );
     // 10:00:45 ≥ 10:00:30: not rejected; same id, same minute, already accepted → duplicate.
     assert_eq!(k.ingest(&x), IngestOutcome::Duplicate);
-    // A copy stamped 10:00:15 is behind W − horizon: rejected by rule 1.
+    // A copy stamped 10:00:15 is behind the floor: rejected by rule 1.
     let mut early = x.clone();
     if let CxEvent::Touchpoint(e) = &mut early {
         e.occurred_at = at(10, 0) + 15_000;
@@ -2111,10 +1825,8 @@ fn kat_duplicate_in_partly_expired_minute() {
         IngestOutcome::Accepted { late: true }
     );
     let r3 = k.advance();
-    assert_eq!(
-        must(&r3, "1h", at(10, 30), "all", "all").kpis.touchpoints,
-        2
-    );
+    let row = must(&r3, "1h", at(10, 30), "all", "all");
+    assert_eq!((row.kpis.touchpoints, row.version), (2, 2));
     let s = k.engine.stats();
     assert_eq!((s.accepted, s.duplicates, s.rejected_too_late), (3, 1, 1));
 }
@@ -2131,7 +1843,8 @@ fn kat_case_join_retracts_first_response() {
         Channel::Phone,
         TouchpointKind::ContactOpened,
     ));
-    let r0 = k.advance(); // W = 09:58: nothing ends at 09:58 with content.
+    // W = 09:58: F_prev = min(earliest data 10:00, F − 1 ms); the window ending 09:58 is empty.
+    let r0 = k.advance();
     assert!(r0.is_empty());
     k.ingest(&case(
         "reply30",
@@ -2141,9 +1854,14 @@ fn kat_case_join_retracts_first_response() {
     ));
     k.ingest(&visit("push", at(10, 40), "c9")); // W = 10:38
     let r1 = k.advance(); // ends 09:59 ..= 10:38
-                          // [09:31, 10:31): open 10:00 and reply 10:30 → FRT 30 min at 10:30, in the open's series.
+                          // [09:31, 10:31): open 10:00 and reply 10:30 → FRT 30 min at 10:30, in the open's series;
+                          // 2 updates there (the open, the duration).
     let row = must(&r1, "1h", at(10, 31), "phone", "smb");
-    assert_eq!((row.kpis.contacts, row.kpis.first_response.n), (1, 1));
+    assert_eq!(
+        (row.kpis.contacts, row.kpis.first_response.n, row.version),
+        (1, 1, 2)
+    );
+    let v1 = row.version;
     let p50 = row.kpis.first_response.p50_ms.expect("one duration");
     assert!(
         (p50 - 1_800_000.0).abs() <= 18_000.0,
@@ -2165,8 +1883,8 @@ fn kat_case_join_retracts_first_response() {
         0
     );
 
-    // A reply at 10:20 arrives later: 10:20 ≥ W − 30 min = 10:08 → accepted (late). The first
-    // reply becomes 10:20: the 30 min contribution at 10:30 is retracted, 20 min added at 10:20.
+    // A reply at 10:20 arrives later: 10:20 ≥ floor 10:08 → accepted (late). The first reply
+    // becomes 10:20: the 30 min contribution at 10:30 is retracted, 20 min added at 10:20.
     assert_eq!(
         k.ingest(&case(
             "reply20",
@@ -2177,33 +1895,40 @@ fn kat_case_join_retracts_first_response() {
         IngestOutcome::Accepted { late: true }
     );
     let r2 = k.advance();
-    assert!(r2[0].version > r1[0].version);
+    // phone/smb [09:31, 10:31): open, +30 min, −30 min, +20 min = 4 updates.
     let row = must(&r2, "1h", at(10, 31), "phone", "smb");
     assert_eq!(row.kpis.first_response.n, 1, "retracted, not added twice");
+    assert_eq!(
+        row.version, 4,
+        "version = updates in the window: the open, +30 min, −30 min, +20 min (the advance \
+         before emitted version {v1} with the 30 min duration; an equal version must not carry \
+         other content)"
+    );
     let p50 = row.kpis.first_response.p50_ms.expect("one duration");
     assert!(
         (p50 - 1_200_000.0).abs() <= 12_000.0,
         "20 min ±1 %, got {p50}"
     );
-    // [09:25, 10:25) now holds the 20 min response at 10:20.
+    // [09:25, 10:25) now holds the 20 min response at 10:20 (open + duration: 2 updates).
     let row = must(&r2, "1h", at(10, 25), "phone", "smb");
-    assert_eq!(row.kpis.first_response.n, 1);
+    assert_eq!((row.kpis.first_response.n, row.version), (1, 2));
     // [09:38, 10:38) for (all, all): open 10:00 + replies 10:20, 10:30 = 3 touchpoints (the
-    // 10:40 visit is outside), 1 contact, FRT n = 1.
+    // 10:40 visit is outside), 1 contact, FRT n = 1; 3 events + 3 duration updates.
     let all = must(&r2, "1h", at(10, 38), "all", "all");
     assert_eq!(
         (
             all.kpis.touchpoints,
             all.kpis.contacts,
-            all.kpis.first_response.n
+            all.kpis.first_response.n,
+            all.version
         ),
-        (3, 1, 1)
+        (3, 1, 1, 6)
     );
 }
 
 /// A case keeps its first open for good: a second `contact_opened` of the same case, arriving
-/// after the case's first reply and resolution are far behind the watermark, is one more
-/// contact, not a new case; later replies / resolutions are not first ones and add nothing.
+/// after the case's first reply and resolution are far behind the floor, is one more contact,
+/// not a new case; later replies / resolutions are not first ones and add nothing.
 #[test]
 fn kat_second_open_of_a_settled_case_is_not_a_new_case() {
     let mut k = Kat::new(); // horizon 30 min, case TTL 3 h, target 1 h
@@ -2222,7 +1947,7 @@ fn kat_second_open_of_a_settled_case_is_not_a_new_case() {
     k.ingest(&case("open1", at(5, 0), TouchpointKind::ContactOpened));
     k.ingest(&case("reply1", at(5, 5), TouchpointKind::AgentReplied)); // FRT 5 min at 05:05
     k.ingest(&case("res1", at(5, 10), TouchpointKind::CaseResolved)); // resolution 10 min at 05:10
-    k.ingest(&visit("v1", at(7, 10), "c9")); // W = 07:08, W − horizon = 06:38
+    k.ingest(&visit("v1", at(7, 10), "c9")); // wm = 07:08, floor = 06:38
     k.advance();
     // Same case, opened again at 07:12 (2 h 12 min after the first open, inside the TTL).
     assert_eq!(
@@ -2233,11 +1958,14 @@ fn kat_second_open_of_a_settled_case_is_not_a_new_case() {
     k.ingest(&case("res2", at(8, 0), TouchpointKind::CaseResolved));
     k.ingest(&visit("v2", at(9, 2), "c9")); // W = 09:00
     let rows = k.advance();
-    // 3h [06:00, 09:00), phone/smb: open2, reply2, res2 = 3 touchpoints, 1 contact. The case's
-    // open is still 05:00 (smallest time), its first reply 05:05 and resolution 05:10: no
-    // duration lies in this window.
+    // 3h [06:00, 09:00), phone/smb: open2, reply2, res2 = 3 touchpoints, 1 contact, 3 updates.
+    // The case's open is still 05:00 (smallest time), its first reply 05:05 and resolution
+    // 05:10: no duration lies in this window.
     let row = must(&rows, "3h", at(9, 0), "phone", "smb");
-    assert_eq!((row.kpis.touchpoints, row.kpis.contacts), (3, 1));
+    assert_eq!(
+        (row.kpis.touchpoints, row.kpis.contacts, row.version),
+        (3, 1, 3)
+    );
     assert_eq!(
         (row.kpis.first_response.n, row.kpis.resolution.n),
         (0, 0),
@@ -2247,73 +1975,240 @@ fn kat_second_open_of_a_settled_case_is_not_a_new_case() {
     );
 }
 
+/// Closed loop: detractors become due as soon as the partition's touchpoint floor passes their
+/// deadline; a closing contact after that is behind the floor and rejected.
 #[test]
 fn kat_detractor_followed_up_in_time_or_not() {
-    let mut k = Kat::new();
-    let nps = |id: &str, cust: &str, score: i32| {
-        survey(
-            id,
-            at(10, 0),
-            cust,
-            "retail",
-            Channel::Web,
-            SurveyMetric::Nps,
-            score,
-        )
-    };
-    let outbound = |id: &str, cust: &str, t: Millis| {
-        touch(
-            id,
-            t,
-            cust,
-            "retail",
-            Channel::Email,
-            TouchpointKind::OutboundContact,
-            None,
-            None,
-        )
-    };
-    k.ingest(&nps("n1", "alice", 3)); // detractor, deadline 11:00
-    k.ingest(&nps("n2", "bob", 6)); // detractor, deadline 11:00
-    k.ingest(&nps("n3", "carol", 7)); // passive: no follow-up due
-    k.advance(); // W = 09:58
+    let mut k = Kat::new(); // follow-up deadline 60 min
+    k.ingest(&nps("n1", at(10, 0), "alice", 3)); // detractor, deadline 11:00
+    k.ingest(&nps("n2", at(10, 0), "bob", 6)); // detractor, deadline 11:00
+    k.ingest(&nps("n3", at(10, 0), "carol", 7)); // passive: no follow-up due
+    assert!(k.advance().is_empty()); // W = 09:58 (the survey source alone)
     k.ingest(&outbound("o1", "alice", at(10, 40))); // in [10:00, 11:00] → closes n1
     k.ingest(&outbound("o2", "bob", at(11, 10))); // after bob's deadline
-    let rows = k.advance(); // W = 11:08: both deadlines (11:00) are due.
-                            // [10:01, 11:01) holds x = 11:00: due 2, closed 1 (alice), rate 0.5 — in the responses'
-                            // series (web/retail), not the outbound contacts' (email).
+                                                  // Touchpoint wm 11:38, floor 11:08 > 11:00: both detractors are due now, at 11:00.
+    k.ingest(&visit("v", at(11, 40), "dave"));
+    k.ingest(&csat("s4", at(11, 40), "dave", 5)); // survey wm 11:38 → W = 11:38
+    let rows = k.advance();
+    // [10:01, 11:01) holds x = 11:00: due 2, closed 1 (alice), rate 0.5 — in the responses'
+    // series (web/retail), not the outbound contacts' (email); one update per detractor.
     let row = must(&rows, "1h", at(11, 1), "web", "retail");
+    assert_eq!(
+        (
+            row.kpis.closed_loop.due,
+            row.kpis.closed_loop.closed,
+            row.version
+        ),
+        (2, 1, 2)
+    );
+    assert_eq!(row.kpis.closed_loop.rate, Some(0.5));
+    // [10:00, 11:00) does not contain 11:00; it holds the 3 responses and o1.
+    let all = must(&rows, "1h", at(11, 0), "all", "all");
+    assert_eq!((all.kpis.closed_loop.due, all.kpis.touchpoints), (0, 1));
+    // 0 promoters, 1 passive, 2 detractors → NPS = 100·(0 − 2)/3 = −66.67.
+    assert_eq!((all.kpis.nps.n, all.kpis.nps.detractors), (3, 2));
+    assert!((all.kpis.nps.score.expect("n > 0") + 200.0 / 3.0).abs() < 1e-9);
+    let email = must(&rows, "1h", at(11, 1), "email", "retail");
+    assert_eq!(email.kpis.closed_loop.due, 0);
+
+    // Bob's follow-up at 10:50 arrives now: behind the touchpoint floor (11:08) → rejected;
+    // nothing changes.
+    assert_eq!(
+        k.ingest(&outbound("o3", "bob", at(10, 50))),
+        rejected(at(10, 50), at(11, 38))
+    );
+    assert!(k.advance().is_empty());
+}
+
+/// A detractor whose deadline already lies behind the touchpoint floor when it arrives (its
+/// survey source lags) is due at once, and closed iff an accepted outbound contact of the
+/// customer lies in [t, deadline] — however long ago that contact arrived.
+#[test]
+fn kat_detractor_arriving_after_its_deadline_passed_the_floor() {
+    let mut k = Kat::new(); // follow-up deadline 60 min
+    k.ingest(&outbound("o", "alice", at(10, 10)));
+    k.ingest(&visit("v", at(12, 0), "eve")); // touchpoint wm 11:58, floor 11:28
+    k.advance(); // W = 11:58 (the touchpoint source alone): windows up to 11:58 are emitted.
+                 // The survey source's first records: accepted by their own (undefined, then 09:58) floor.
+    assert_eq!(
+        k.ingest(&nps("n1", at(10, 0), "alice", 3)),
+        IngestOutcome::Accepted { late: false }
+    );
+    assert_eq!(
+        k.ingest(&nps("n2", at(10, 5), "bob", 4)),
+        IngestOutcome::Accepted { late: false }
+    );
+    let rows = k.advance();
+    // alice: deadline 11:00 < 11:28 → due at once, closed by the 10:10 contact.
+    // [10:01, 11:01) web/retail: n2 (10:05) and alice's due at 11:00.
+    let row = must(&rows, "1h", at(11, 1), "web", "retail");
+    assert_eq!(
+        (
+            row.kpis.nps.n,
+            row.kpis.closed_loop.due,
+            row.kpis.closed_loop.closed
+        ),
+        (1, 1, 1),
+        "alice's detractor is due and closed"
+    );
+    // bob: deadline 11:05 < 11:28 → due, no contact → not closed. [10:06, 11:06): both dues.
+    let row = must(&rows, "1h", at(11, 6), "web", "retail");
     assert_eq!(
         (row.kpis.closed_loop.due, row.kpis.closed_loop.closed),
         (2, 1)
     );
     assert_eq!(row.kpis.closed_loop.rate, Some(0.5));
-    // [10:00, 11:00) does not contain 11:00.
-    assert_eq!(
-        must(&rows, "1h", at(11, 0), "all", "all")
-            .kpis
-            .closed_loop
-            .due,
-        0
-    );
-    let email = must(&rows, "1h", at(11, 1), "email", "retail");
-    assert_eq!(email.kpis.closed_loop.due, 0);
+}
 
-    // Bob's follow-up at 10:50 arrives late (10:50 ≥ 11:08 − 30 min): a correction, closed 2.
+/// The survey source of a partition lags far behind its touchpoint source: its events are
+/// accepted or rejected by its own floor (not the touchpoints'), and it holds the job
+/// watermark back.
+#[test]
+fn kat_survey_source_lagging_its_touchpoints() {
+    let mut k = Kat::new(); // lateness 2 min, horizon 30 min
     assert_eq!(
-        k.ingest(&outbound("o3", "bob", at(10, 50))),
+        k.ingest(&visit("v1", at(10, 10), "c1")),
+        IngestOutcome::Accepted { late: false }
+    ); // W = 10:08
+    let s1 = nps("s1", at(10, 0), "c2", 10);
+    assert_eq!(k.ingest(&s1), IngestOutcome::Accepted { late: false });
+    // Touchpoints run ahead: touchpoint wm 13:58, floor 13:28; W stays 10:08.
+    k.ingest(&visit("v2", at(14, 0), "c1"));
+    // Surveys far behind the touchpoint floor are still accepted by the survey floor.
+    assert_eq!(
+        k.ingest(&nps("s2", at(10, 30), "c3", 9)),
+        IngestOutcome::Accepted { late: false }
+    );
+    assert_eq!(
+        k.ingest(&csat("s3", at(11, 0), "c4", 5)),
+        IngestOutcome::Accepted { late: false }
+    ); // survey wm 10:58, floor 10:28; W = min(13:58, 10:58) = 10:58
+    assert_eq!(
+        k.ingest(&nps("s4", at(10, 20), "c5", 0)),
+        rejected(at(10, 20), at(10, 58)),
+        "below the survey floor"
+    );
+    assert_eq!(
+        k.ingest(&nps("s5", at(10, 29), "c6", 8)),
+        IngestOutcome::Accepted { late: true },
+        "above the survey floor, behind the survey watermark"
+    );
+    assert_eq!(
+        k.ingest(&visit("v3", at(10, 29), "c7")),
+        rejected(at(10, 29), at(13, 58)),
+        "the same time is below the touchpoint floor"
+    );
+    assert_eq!(
+        k.ingest(&s1),
+        rejected(at(10, 0), at(10, 58)),
+        "a copy of s1, now below the survey floor: rule 1 first"
+    );
+    assert_eq!(
+        k.ingest(&nps("s2", at(10, 30), "c3", 9)),
+        IngestOutcome::Duplicate
+    );
+    let r1 = k.advance();
+    assert_eq!(k.engine.watermark(), Some(at(10, 58)));
+    assert!(r1.iter().all(|r| r.end <= at(10, 58)), "F = 10:58");
+    // [09:31, 10:31): s1 10:00, v1 10:10, s5 10:29, s2 10:30 → 1 touchpoint, NPS 2 promoters
+    // + 1 passive, 4 customers, 4 updates.
+    let row = must(&r1, "1h", at(10, 31), "all", "all");
+    assert_eq!(
+        (
+            row.kpis.touchpoints,
+            row.kpis.nps.promoters,
+            row.kpis.nps.passives,
+            row.kpis.customers,
+            row.version
+        ),
+        (1, 2, 1, 4, 4)
+    );
+    // The survey source catches up: W = 13:58.
+    k.ingest(&csat("s6", at(14, 0), "c8", 2));
+    let r2 = k.advance();
+    assert_eq!(k.engine.watermark(), Some(at(13, 58)));
+    // 3h [10:00, 13:00): s1, v1, s5, s2, s3.
+    let row = must(&r2, "3h", at(13, 0), "all", "all");
+    assert_eq!(
+        (
+            row.kpis.touchpoints,
+            row.kpis.nps.n,
+            row.kpis.csat.n,
+            row.version
+        ),
+        (1, 3, 1, 5)
+    );
+    let s = k.engine.stats();
+    assert_eq!(
+        (s.accepted, s.late, s.duplicates, s.rejected_too_late),
+        (7, 1, 1, 3)
+    );
+}
+
+/// A restored engine remembers ids, floors and emitted windows.
+#[test]
+fn kat_checkpoint_restore_continues() {
+    let mut k = Kat::new();
+    let a = visit("a", at(10, 0), "c1");
+    k.ingest(&a);
+    k.ingest(&visit("b", at(10, 22), "c1")); // wm = 10:20, floor 09:50
+    let r1 = k.advance();
+    assert_eq!(
+        must(&r1, "1h", at(10, 6), "all", "all").version,
+        1,
+        "[09:06, 10:06): a"
+    );
+    k.restore();
+    assert_eq!(k.ingest(&a), IngestOutcome::Duplicate);
+    assert_eq!(
+        k.ingest(&visit("old", at(9, 49), "c1")),
+        rejected(at(9, 49), at(10, 20))
+    );
+    assert_eq!(
+        k.ingest(&visit("c", at(10, 5), "c2")),
         IngestOutcome::Accepted { late: true }
     );
-    let rows = k.advance();
-    let row = must(&rows, "1h", at(11, 1), "web", "retail");
+    let r2 = k.advance();
+    // Corrections of windows emitted before the restore: [09:06, 10:06) now a and c.
+    let row = must(&r2, "1h", at(10, 6), "all", "all");
     assert_eq!(
-        (row.kpis.closed_loop.due, row.kpis.closed_loop.closed),
-        (2, 2)
+        (row.kpis.touchpoints, row.kpis.customers, row.version),
+        (2, 2, 2)
     );
-    assert_eq!(row.kpis.closed_loop.rate, Some(1.0));
-    // NPS of that window (10:01..11:01) has no responses (all at 10:00); [10:00, 11:00) has 3:
-    // 0 promoters, 1 passive, 2 detractors → NPS = 100·(0 − 2)/3 = −66.67.
-    let all = must(&rows, "1h", at(11, 0), "all", "all");
-    assert_eq!((all.kpis.nps.n, all.kpis.nps.detractors), (3, 2));
-    assert!((all.kpis.nps.score.expect("n > 0") + 200.0 / 3.0).abs() < 1e-9);
+    assert!(r2.iter().all(|r| r.end >= at(10, 6) && r.end <= at(10, 20)));
+}
+
+/// A survey source that first delivers after the job watermark passed its event times (or
+/// comes back from idleness) is accepted by its own floor; the windows its events land in
+/// are corrected with everything else they hold — including older data of the same minutes
+/// and hours that the frontier passed long ago.
+#[test]
+fn kat_source_behind_the_frontier_corrects_with_all_data() {
+    let mut k = Kat::new(); // lateness 2 min, horizon 30 min
+    k.ingest(&visit("a", at(11, 28), "c0")); // touchpoints alone: W = 11:26
+    assert_eq!(
+        k.ingest(&csat("s1", at(8, 5) + 30_000, "c4", 3)),
+        IngestOutcome::Accepted { late: false },
+        "the survey source's first record"
+    ); // survey wm 08:03:30, floor 07:33:30; W stays 11:26
+    let r1 = k.advance(); // F = 11:26: every window since 08:05
+    let row = must(&r1, "1h", at(8, 40), "all", "all");
+    assert_eq!((row.kpis.csat.n, row.version), (1, 1));
+    assert_eq!(
+        k.ingest(&csat("s2", at(8, 39) + 45_000, "c11", 1)),
+        IngestOutcome::Accepted { late: false },
+        "above the survey floor and watermark"
+    );
+    let r2 = k.advance();
+    // [07:40, 08:40): s1 (08:05:30) and s2 (08:39:45).
+    let row = must(&r2, "1h", at(8, 40), "all", "all");
+    assert_eq!(
+        (row.kpis.csat.n, row.kpis.customers, row.version),
+        (2, 2, 2),
+        "{:?}",
+        row.kpis.csat
+    );
+    // 3h [06:00, 08:40) likewise; the calendar day is not over.
+    let row = must(&r2, "3h", at(8, 40), "all", "all");
+    assert_eq!((row.kpis.csat.n, row.version), (2, 2));
 }

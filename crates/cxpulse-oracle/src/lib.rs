@@ -849,8 +849,9 @@ impl Oracle {
                 })
             })
         };
-        let mut cases: BTreeMap<(PartitionId, &str), (Vec<usize>, [Option<Dur>; 2])> =
-            BTreeMap::new();
+        // Per (partition, case id): its accepted events so far, and their contributions.
+        type CaseSoFar = (Vec<usize>, [Option<Dur>; 2]);
+        let mut cases: BTreeMap<(PartitionId, &str), CaseSoFar> = BTreeMap::new();
         for &i in &accepted {
             let Some(e) = tp(i) else { continue };
             let (true, Some(case)) = (e.kind.needs_case_id(), e.case_id.as_deref()) else {
@@ -859,12 +860,10 @@ impl Oracle {
             let entry = cases.entry((recs[i].0, case)).or_default();
             entry.0.push(i);
             let now = case_value(&entry.0);
-            for k in 0..2 {
-                if entry.1[k] != now[k] {
-                    if let Some((x, ch, seg, _, _)) = &entry.1[k] {
-                        updates.push((*x, *ch, seg.clone()));
-                    }
-                    if let Some((x, ch, seg, _, _)) = &now[k] {
+            for (before, after) in entry.1.iter().zip(&now) {
+                if before != after {
+                    // The old contribution is retracted, the new one added: one update each.
+                    for (x, ch, seg, _, _) in before.iter().chain(after) {
                         updates.push((*x, *ch, seg.clone()));
                     }
                 }
