@@ -1240,8 +1240,9 @@ impl KpiEngine {
                 continue;
             };
             // Outbound contacts can close detractors up to `deadline` before them; detractors
-            // still to come lie at or after the survey floor.
-            let outbound_floor = state.floor(SourceKind::Surveys, cfg).unwrap_or(tp_floor);
+            // still to come lie at or after the survey floor. Before the survey source has
+            // delivered anything, any detractor may still come: keep every contact.
+            let outbound_floor = state.floor(SourceKind::Surveys, cfg).unwrap_or(Millis::MIN);
             let floor = tp_floor;
             state.cases.retain(|_, case| {
                 if case.is_expired(floor, cfg) {
