@@ -624,8 +624,8 @@ impl KpiEngine {
             .or_insert_with(|| PartitionState::new(grid, persist));
         // The source's own watermark decides, so replaying a partition always accepts the
         // same events.
-        let watermark = state.max_time[kind as usize]
-            .map(|m| m.saturating_sub(self.cfg.allowed_lateness_ms));
+        let watermark =
+            state.max_time[kind as usize].map(|m| m.saturating_sub(self.cfg.allowed_lateness_ms));
         if let (Some(w), Some(floor)) = (watermark, state.floor(kind, &self.cfg)) {
             if t < floor {
                 self.stats.rejected_too_late += 1;
@@ -1105,7 +1105,8 @@ impl KpiEngine {
                 let next = &tail[0];
                 let mut acc = KpiState::default();
                 range(starts[m], starts[m + 1], &mut acc);
-                if acc.is_empty() {
+                // Content that nets to nothing still carries its updates (the version).
+                if acc.is_empty() && acc.updates == 0 {
                     head[m] = next.clone();
                 } else {
                     acc.merge(next);
@@ -1119,7 +1120,7 @@ impl KpiEngine {
                     range(run[m - 1], run[m], &mut prefix);
                 }
                 let mut state = suffix;
-                if !prefix.is_empty() {
+                if !prefix.is_empty() || prefix.updates > 0 {
                     state.merge(&prefix);
                 }
                 out.push(state);
@@ -1228,7 +1229,15 @@ impl KpiEngine {
         let grid = self.grid;
         let mut expired_unanswered = 0;
         for state in self.partitions.values_mut() {
-            state.panes.evict(frontier, &self.retention);
+            // Panes are kept for corrections relative to the slowest of the partition's own
+            // sources (it may lag the job watermark, e.g. a source that started late).
+            let slowest = [SourceKind::Touchpoints, SourceKind::Surveys]
+                .into_iter()
+                .filter_map(|kind| state.max_time[kind as usize])
+                .map(|m| grid.floor(m.saturating_sub(cfg.allowed_lateness_ms), MINUTE_MS))
+                .min();
+            let keep_for = slowest.map_or(frontier, |s| s.min(frontier));
+            state.panes.evict(keep_for, &self.retention);
             for kind in [SourceKind::Touchpoints, SourceKind::Surveys] {
                 if let Some(floor) = state.floor(kind, cfg) {
                     let keep_from = grid.floor(floor, MINUTE_MS);
@@ -1386,10 +1395,19 @@ impl KpiEngine {
         }
         let snapshot = EngineSnapshot {
             format: SNAPSHOT_FORMAT,
-            segments: self.segments.names().iter().map(|n| n.to_string()).collect(),
+            segments: self
+                .segments
+                .names()
+                .iter()
+                .map(|n| n.to_string())
+                .collect(),
             watermarks: self.watermarks.snapshot(),
             frontier: self.frontier,
-            dirty: self.dirty.iter().map(|(k, (lo, hi))| (*k, *lo, *hi)).collect(),
+            dirty: self
+                .dirty
+                .iter()
+                .map(|(k, (lo, hi))| (*k, *lo, *hi))
+                .collect(),
             partitions: self
                 .partitions
                 .iter()
