@@ -667,7 +667,7 @@ fn kill_9_mid_stream_and_restart_is_still_exact() {
     setup.wait_covered(setup.records, Duration::from_secs(180), &mut [&mut job]);
     std::thread::sleep(Duration::from_secs(4));
     job.stop(Duration::from_secs(30));
-    let log = std::fs::read_to_string(&job_log(&setup, "b")).unwrap_or_default();
+    let log = std::fs::read_to_string(job_log(&setup, "b")).unwrap_or_default();
     assert!(
         log.contains("restored from checkpoint"),
         "the restart restored checkpoints"
