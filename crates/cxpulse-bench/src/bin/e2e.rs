@@ -68,7 +68,7 @@ struct Setup {
 }
 
 impl Setup {
-    fn new(bin: &PathBuf, kafka: &str, clickhouse: &str, tag: &str) -> Setup {
+    fn new(bin: &std::path::Path, kafka: &str, clickhouse: &str, tag: &str) -> Setup {
         let touchpoints = unique(&format!("{tag}_tp"));
         let surveys = unique(&format!("{tag}_sv"));
         let database = unique(&format!("{tag}_db"));
@@ -107,7 +107,7 @@ impl Setup {
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         Setup {
-            bin: bin.clone(),
+            bin: bin.to_path_buf(),
             kafka: kafka.to_string(),
             clickhouse: clickhouse.to_string(),
             touchpoints,
