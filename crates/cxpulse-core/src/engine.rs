@@ -1236,8 +1236,14 @@ impl KpiEngine {
                 .filter_map(|kind| state.max_time[kind as usize])
                 .map(|m| grid.floor(m.saturating_sub(cfg.allowed_lateness_ms), MINUTE_MS))
                 .min();
-            let keep_for = slowest.map_or(frontier, |s| s.min(frontier));
-            state.panes.evict(keep_for, &self.retention);
+            // A source that has delivered nothing yet may still correct anything: until both
+            // sources of the partition have a watermark, its panes are kept (forgetting must
+            // not depend on when `advance` ran).
+            let both = state.max_time.iter().all(Option::is_some);
+            if both {
+                let keep_for = slowest.map_or(frontier, |s| s.min(frontier));
+                state.panes.evict(keep_for, &self.retention);
+            }
             for kind in [SourceKind::Touchpoints, SourceKind::Surveys] {
                 if let Some(floor) = state.floor(kind, cfg) {
                     let keep_from = grid.floor(floor, MINUTE_MS);
