@@ -41,13 +41,58 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
-/// The `cxpulse` binary: `$CXPULSE_BIN`, else built now with `cargo build -p cxpulse --bin
-/// cxpulse` (a no-op when it is up to date; same target directory and profile as this test).
+/// Newest modification time of the files a `cxpulse` build depends on: every crate's
+/// sources and manifest, the workspace manifest and lock file, the Avro schemas.
+fn newest_source(root: &Path) -> Option<std::time::SystemTime> {
+    fn walk(p: &Path, newest: &mut Option<std::time::SystemTime>) {
+        let Ok(meta) = std::fs::metadata(p) else {
+            return;
+        };
+        if meta.is_dir() {
+            for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+                walk(&e.path(), newest);
+            }
+        } else if let Ok(m) = meta.modified() {
+            *newest = Some(newest.map_or(m, |n| n.max(m)));
+        }
+    }
+    let mut newest = None;
+    for f in ["Cargo.toml", "Cargo.lock", "schemas"] {
+        walk(&root.join(f), &mut newest);
+    }
+    for c in std::fs::read_dir(root.join("crates")).ok()?.flatten() {
+        if c.file_name() == "cxpulse-stack-tests" {
+            continue; // not part of the binary
+        }
+        walk(&c.path().join("Cargo.toml"), &mut newest);
+        walk(&c.path().join("src"), &mut newest);
+    }
+    newest
+}
+
+/// The `cxpulse` binary: `$CXPULSE_BIN`; else the one next to this test's build directory
+/// when it is newer than every source it is built from (`cargo test --workspace` has just
+/// built it); else built now with `cargo build -p cxpulse --bin cxpulse` (same target
+/// directory and profile as this test). Building it here while a workspace build's binary is
+/// fresh would compile a second copy of the dependencies (other feature set).
 pub fn cxpulse_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("CXPULSE_BIN") {
         let p = PathBuf::from(p);
         assert!(p.is_file(), "CXPULSE_BIN={} is not a file", p.display());
         return p;
+    }
+    // <target>/<profile>/deps/<test> → <target>/<profile>/cxpulse
+    let profile_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent()?.parent().map(Path::to_path_buf));
+    if let Some(built) = profile_dir.as_ref().map(|d| d.join("cxpulse")) {
+        let built_at = std::fs::metadata(&built).and_then(|m| m.modified()).ok();
+        if let (Some(b), Some(s)) = (built_at, newest_source(&repo_root())) {
+            if b > s {
+                println!("using {} (newer than every source)", built.display());
+                return built;
+            }
+        }
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -61,11 +106,7 @@ pub fn cxpulse_bin() -> PathBuf {
     ])
     .current_dir(repo_root())
     .stderr(Stdio::inherit());
-    // Where this test binary was built: <target>/<profile>/deps/<test>.
-    if let Some(target) = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent()?.parent()?.parent().map(Path::to_path_buf))
-    {
+    if let Some(target) = profile_dir.as_ref().and_then(|d| d.parent()) {
         cmd.env("CARGO_TARGET_DIR", target);
     }
     if !cfg!(debug_assertions) {
