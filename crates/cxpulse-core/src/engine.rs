@@ -1228,19 +1228,26 @@ impl KpiEngine {
         let cfg = &self.cfg;
         let grid = self.grid;
         let mut expired_unanswered = 0;
+        // Panes are kept for corrections relative to the slowest source of the engine (it may
+        // lag the job watermark, e.g. a source that started late). Not only the partition's
+        // own: a row merges the panes of every partition the engine holds, so a correction by
+        // a lagging source of one partition re-emits windows that hold the others' panes too.
+        // A source that has delivered nothing yet may still correct anything: until every
+        // source of every partition has a watermark, no pane is forgotten (forgetting must not
+        // depend on when `advance` ran). With one partition per engine (the stream job) this
+        // is the partition's own sources.
+        let every_source_started = self
+            .partitions
+            .values()
+            .all(|state| state.max_time.iter().all(Option::is_some));
+        let slowest = self
+            .partitions
+            .values()
+            .flat_map(|state| state.max_time.iter().flatten())
+            .map(|m| grid.floor(m.saturating_sub(cfg.allowed_lateness_ms), MINUTE_MS))
+            .min();
         for state in self.partitions.values_mut() {
-            // Panes are kept for corrections relative to the slowest of the partition's own
-            // sources (it may lag the job watermark, e.g. a source that started late).
-            let slowest = [SourceKind::Touchpoints, SourceKind::Surveys]
-                .into_iter()
-                .filter_map(|kind| state.max_time[kind as usize])
-                .map(|m| grid.floor(m.saturating_sub(cfg.allowed_lateness_ms), MINUTE_MS))
-                .min();
-            // A source that has delivered nothing yet may still correct anything: until both
-            // sources of the partition have a watermark, its panes are kept (forgetting must
-            // not depend on when `advance` ran).
-            let both = state.max_time.iter().all(Option::is_some);
-            if both {
+            if every_source_started {
                 let keep_for = slowest.map_or(frontier, |s| s.min(frontier));
                 state.panes.evict(keep_for, &self.retention);
             }
