@@ -502,6 +502,13 @@ impl PaneWriter<'_> {
     }
 }
 
+/// Whether a window state gets a row: when it holds anything, and also when its content
+/// nets to nothing after a retraction (its update count says it changed), so that the
+/// empty row replaces the one emitted before (a sink keeps the highest version).
+fn has_row(state: &KpiState) -> bool {
+    state.updates > 0 || !state.is_empty()
+}
+
 fn id_hash(id: &str) -> u128 {
     xxhash_rust::xxh3::xxh3_128(id.as_bytes())
 }
@@ -847,7 +854,7 @@ impl KpiEngine {
                         for end in common {
                             let mut previous: Option<KpiSnapshot> = None;
                             for (wi, state, changed) in self.nested_states(key, end) {
-                                if state.is_empty() {
+                                if !has_row(&state) {
                                     continue;
                                 }
                                 let w = &self.cfg.windows[wi];
@@ -890,7 +897,7 @@ impl KpiEngine {
                 }
                 let states = self.window_states(key, w, &ends);
                 for (i, (end, state)) in ends.iter().zip(states).enumerate() {
-                    if state.is_empty() {
+                    if !has_row(&state) {
                         continue;
                     }
                     if i < corrections {
@@ -1139,7 +1146,7 @@ impl KpiEngine {
         watermark: Millis,
     ) -> Option<KpiRow> {
         let state = self.window_state(key, start, end);
-        (!state.is_empty()).then(|| self.make_row(window, key, start, end, watermark, state))
+        has_row(&state).then(|| self.make_row(window, key, start, end, watermark, state))
     }
 
     fn make_row(

@@ -2271,3 +2271,58 @@ fn kat_lagging_source_of_one_partition_corrects_with_the_others_data() {
         "{row:?}"
     );
 }
+
+/// A correction that leaves a window with nothing in it re-emits the window as an empty row
+/// with a higher version, so that it replaces the row emitted before (found by
+/// `replay_interleaving_is_invisible`: the emptied window was skipped, and the sink kept a
+/// first-response duration that had moved to an earlier reply).
+#[test]
+fn kat_correction_that_empties_a_window_emits_an_empty_row() {
+    let mut k = Kat::new(); // lateness 2 min, horizon 30 min
+    let case = |id: &str, t: Millis, ch: Channel, kind: TouchpointKind| {
+        touch(id, t, "c1", "smb", ch, kind, Some("case-1"), None)
+    };
+    k.ingest(&csat("s1", at(12, 0), "c4", 5)); // the survey source alone: W = 11:58
+    k.advance();
+    // The touchpoint source starts behind the frontier (its first record is accepted
+    // whatever its time; then its own floor applies): its events correct emitted windows.
+    k.ingest(&case(
+        "open",
+        at(10, 0),
+        Channel::Phone,
+        TouchpointKind::ContactOpened,
+    ));
+    k.ingest(&case(
+        "r50",
+        at(10, 50),
+        Channel::Chat,
+        TouchpointKind::AgentReplied,
+    ));
+    let r1 = k.advance();
+    // phone/smb [10:45, 11:45): the 50 min first response at 10:50, not the open.
+    let row = must(&r1, "1h", at(11, 45), "phone", "smb");
+    assert_eq!(
+        (row.kpis.contacts, row.kpis.first_response.n, row.version),
+        (0, 1, 1)
+    );
+    assert!(matches!(
+        k.ingest(&case(
+            "r42",
+            at(10, 42),
+            Channel::Chat,
+            TouchpointKind::AgentReplied
+        )),
+        IngestOutcome::Accepted { .. }
+    ));
+    let r2 = k.advance();
+    // The first response moved to 10:42, out of [10:45, 11:45): −50 min there.
+    let row = must(&r2, "1h", at(11, 45), "phone", "smb");
+    assert_eq!((row.kpis.first_response.n, row.version), (0, 2));
+    assert!(is_zero(&row.kpis), "{:?}", row.kpis);
+    // [09:43, 10:43) holds the open and the 42 min response at 10:42.
+    let row = must(&r2, "1h", at(10, 43), "phone", "smb");
+    assert_eq!(
+        (row.kpis.contacts, row.kpis.first_response.n, row.version),
+        (1, 1, 2)
+    );
+}

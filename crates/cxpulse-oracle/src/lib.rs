@@ -478,9 +478,11 @@ pub struct KpiParts {
 }
 
 impl KpiParts {
-    /// True when no contribution lies in the window (no row is emitted for it).
+    /// True when nothing ever landed in the window: no contribution and no update (no row is
+    /// emitted for it). A window whose updates net out (a retracted first response) has a
+    /// row with all-zero parts, which replaces the one emitted before.
     pub fn is_empty(&self) -> bool {
-        self.contributions == 0
+        self.contributions == 0 && self.updates == 0
     }
 
     /// The engine's [`KpiState`] built from these parts the documented way: counts and sums
@@ -1114,15 +1116,18 @@ impl Oracle {
     /// Calls `f` for every row that must exist after the last `advance` of a run whose final
     /// frontier is `frontier`: every window (rolling, and `day` when configured) whose end
     /// lies on its grid at or before `frontier` and every grouping-set key with at least one
-    /// contribution in it — with the row's final parts. Keys come in [`GroupKey`] order,
+    /// contribution or update in it — with the row's final parts. Keys come in [`GroupKey`] order,
     /// then window kinds in configuration order, then ends ascending.
     pub fn for_each_row(&self, frontier: Millis, mut f: impl FnMut(&RowKey, &KpiParts)) {
         for (key, s) in &self.series {
-            let (Some(first), Some(last)) = (s.contributions.first(), s.contributions.last())
-            else {
+            // Updates without a contribution (retractions) also make rows.
+            let first = s.contributions.first().map(|c| c.0).into_iter();
+            let first = first.chain(s.updates.first().copied()).min();
+            let last = s.contributions.last().map(|c| c.0).into_iter();
+            let last = last.chain(s.updates.last().copied()).max();
+            let (Some(first), Some(last)) = (first, last) else {
                 continue;
             };
-            let (first, last) = (first.0, last.0);
             for w in &self.windows {
                 // Ends after the first contribution whose window still reaches the last one.
                 let mut end = floor_local(first, w.slide, self.off) + w.slide;
