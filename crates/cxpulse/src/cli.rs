@@ -56,7 +56,7 @@ pub struct RunArgs {}
 /// Flags of `cxpulse generate`.
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// How many records to send.
+    /// How many records to send: exactly this many (with --duration: at most).
     #[arg(long)]
     pub count: Option<u64>,
     /// How much event time to generate (e.g. 10m, 2h); the backfill ends now.

@@ -186,6 +186,25 @@ fn generate_is_deterministic_and_mixes_in_malformed_records() {
         out2.replace(&tp2, "").replace(&sv2, "")
     );
 
+    // `--count` is exact, however few: arrivals are random, so a span derived from the
+    // count must not cut the stream short (`--count 1` once sent nothing).
+    for n in ["1", "2", "5"] {
+        let (ok, out, err) = cxpulse(
+            &["generate", "--count", n, "--seed", "3", "--partitions", "2"],
+            &[
+                ("CXPULSE_KAFKA__BOOTSTRAP", bootstrap.as_str()),
+                ("CXPULSE_KAFKA__TOPICS__TOUCHPOINTS", &unique("tp_count")),
+                ("CXPULSE_KAFKA__TOPICS__SURVEYS", &unique("sv_count")),
+                ("CXPULSE_KAFKA__DEAD_LETTER_TOPIC", &unique("dl_count")),
+            ],
+        );
+        assert!(ok, "generate --count {n} failed: {out}\n{err}");
+        assert!(
+            out.contains(&format!("sent {n} records")),
+            "--count {n}: {out}"
+        );
+    }
+
     // Every generated record arrives (touchpoints and surveys together).
     let a = read_all(&bootstrap, &[&tp1, &sv1], 2, 3000);
     assert_eq!(a.len(), 3000, "every generated record arrives");

@@ -172,7 +172,9 @@ pub fn run(
             (0u64, 0u64, Vec::new(), Vec::new());
         let wall_start = now_ms();
         for d in generator {
-            if sent >= count_limit || d.arrival > end {
+            // `--count` is exact (arrivals are random, so the span is only its expected
+            // length); `--duration` bounds the event time (with `--count`: whichever first).
+            if sent >= count_limit || (args.duration.is_some() && d.arrival > end) {
                 break;
             }
             let mut payload = encoder
