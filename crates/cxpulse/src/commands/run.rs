@@ -527,54 +527,60 @@ impl Job {
             drop(letters);
             self.pending.dead.clear();
         }
+        // The three tables are written concurrently (each insert is an idempotent upsert, so
+        // a flush that fails half-way is simply retried whole): a flush blocks consumption
+        // for its slowest insert, not for the sum of round trips.
         let chunk = self.settings.clickhouse.batch_rows.max(1);
-        let started = Instant::now();
-        for rows in self.pending.windows.chunks(chunk) {
-            let out = self
-                .sink
-                .write_windows(rows, "")
-                .await
-                .context("kpi_windows")?;
-            self.metrics.observe_clickhouse_insert(
-                "kpi_windows",
-                started.elapsed(),
-                out.rows,
-                u64::from(out.attempts.saturating_sub(1)),
-            );
-            self.metrics
-                .rows_written("clickhouse", "kpi_windows", out.rows as u64);
-        }
-        self.pending.windows.clear();
-        let started = Instant::now();
-        for rows in self.pending.responses.chunks(chunk) {
-            let out = self
-                .sink
-                .write_responses(rows, "")
-                .await
-                .context("survey_responses")?;
-            self.metrics.observe_clickhouse_insert(
-                "survey_responses",
-                started.elapsed(),
-                out.rows,
-                u64::from(out.attempts.saturating_sub(1)),
-            );
-            self.metrics
-                .rows_written("clickhouse", "survey_responses", out.rows as u64);
-        }
-        self.pending.responses.clear();
-        let started = Instant::now();
         let pane_chunk = self.sink.config().max_pane_batch_rows;
-        for rows in self.pending.panes.chunks(pane_chunk) {
-            let out = self.sink.write_panes(rows, "").await.context("kpi_panes")?;
-            self.metrics.observe_clickhouse_insert(
-                "kpi_panes",
-                started.elapsed(),
-                out.rows,
-                u64::from(out.attempts.saturating_sub(1)),
-            );
-            self.metrics
-                .rows_written("clickhouse", "kpi_panes", out.rows as u64);
-        }
+        let (sink, metrics, pending) = (&self.sink, &self.metrics, &self.pending);
+        let windows = async {
+            let started = Instant::now();
+            for rows in pending.windows.chunks(chunk) {
+                let out = sink.write_windows(rows, "").await.context("kpi_windows")?;
+                metrics.observe_clickhouse_insert(
+                    "kpi_windows",
+                    started.elapsed(),
+                    out.rows,
+                    u64::from(out.attempts.saturating_sub(1)),
+                );
+                metrics.rows_written("clickhouse", "kpi_windows", out.rows as u64);
+            }
+            anyhow::Ok(())
+        };
+        let responses = async {
+            let started = Instant::now();
+            for rows in pending.responses.chunks(chunk) {
+                let out = sink
+                    .write_responses(rows, "")
+                    .await
+                    .context("survey_responses")?;
+                metrics.observe_clickhouse_insert(
+                    "survey_responses",
+                    started.elapsed(),
+                    out.rows,
+                    u64::from(out.attempts.saturating_sub(1)),
+                );
+                metrics.rows_written("clickhouse", "survey_responses", out.rows as u64);
+            }
+            anyhow::Ok(())
+        };
+        let panes = async {
+            let started = Instant::now();
+            for rows in pending.panes.chunks(pane_chunk) {
+                let out = sink.write_panes(rows, "").await.context("kpi_panes")?;
+                metrics.observe_clickhouse_insert(
+                    "kpi_panes",
+                    started.elapsed(),
+                    out.rows,
+                    u64::from(out.attempts.saturating_sub(1)),
+                );
+                metrics.rows_written("clickhouse", "kpi_panes", out.rows as u64);
+            }
+            anyhow::Ok(())
+        };
+        tokio::try_join!(windows, responses, panes)?;
+        self.pending.windows.clear();
+        self.pending.responses.clear();
         self.pending.panes.clear();
         Ok(())
     }
@@ -584,7 +590,8 @@ impl Job {
     /// restarts resume from the checkpoint).
     async fn checkpoint(&mut self) -> Result<()> {
         let created_at = now_ms();
-        let mut commits = Vec::new();
+        // Every partition's checkpoint is built first, then all are written concurrently.
+        let mut due = Vec::new();
         for (p, unit) in &mut self.units {
             let position = (unit.next, unit.engine.frontier());
             if position == unit.checkpointed {
@@ -604,33 +611,56 @@ impl Job {
                 created_at,
                 state: envelope.encode(),
             };
+            due.push((*p, position, checkpoint));
+        }
+        let (sink, metrics) = (&self.sink, &self.metrics);
+        let writes = due.iter().map(|(p, _, checkpoint)| async move {
             let started = Instant::now();
-            let out = self
-                .sink
-                .write_checkpoint(&checkpoint, "")
+            let out = sink
+                .write_checkpoint(checkpoint, "")
                 .await
                 .with_context(|| format!("checkpoint of partition {p}"))?;
-            self.metrics.observe_clickhouse_insert(
+            metrics.observe_clickhouse_insert(
                 "partition_checkpoints",
                 started.elapsed(),
                 out.rows,
                 u64::from(out.attempts.saturating_sub(1)),
             );
-            unit.checkpointed = position;
-            for (i, kind) in KINDS.iter().enumerate() {
-                if let Some(next) = unit.next[i] {
-                    commits.push((SourcePartition::new(*kind, *p), next));
+            anyhow::Ok(())
+        });
+        let results = futures_util::future::join_all(writes).await;
+        let mut commits = Vec::new();
+        let mut failed = None;
+        for ((p, position, _), result) in due.into_iter().zip(results) {
+            match result {
+                // A durable checkpoint: its offsets may be committed.
+                Ok(()) => {
+                    let Some(unit) = self.units.get_mut(&p) else {
+                        continue;
+                    };
+                    unit.checkpointed = position;
+                    for (i, kind) in KINDS.iter().enumerate() {
+                        if let Some(next) = unit.next[i] {
+                            commits.push((SourcePartition::new(*kind, p), next));
+                        }
+                    }
                 }
+                Err(e) => failed = failed.or(Some(e)),
             }
         }
-        self.last_checkpoint = Instant::now();
         if !commits.is_empty() {
             if let Err(e) = self.handle.commit_off_thread(commits).await {
                 // Checkpoints, not commits, decide where a restart resumes.
                 warn!(error = %e, "committing offsets to Kafka failed (the checkpoints are durable)");
             }
         }
-        Ok(())
+        match failed {
+            Some(e) => Err(e),
+            None => {
+                self.last_checkpoint = Instant::now();
+                Ok(())
+            }
+        }
     }
 
     /// Updates the consumer-lag gauges in the background (one broker request per partition;
