@@ -428,11 +428,11 @@ impl JobMetrics {
         self.clickhouse_batch_rows
             .with_label_values(&[table])
             .observe(rows as f64);
-        if failed_attempts > 0 {
-            self.clickhouse_insert_errors
-                .with_label_values(&[table])
-                .inc_by(failed_attempts);
-        }
+        // Also when 0: the series exists from the first insert on, so `rate()` over it (the
+        // dashboards, the ClickHouse-errors alert) has a value before the first error.
+        self.clickhouse_insert_errors
+            .with_label_values(&[table])
+            .inc_by(failed_attempts);
     }
 
     /// `rows` written by `sink` (clickhouse, jsonl, …) into `table`.

@@ -53,6 +53,8 @@ fn registry_with_data() -> (Registry, JobMetrics) {
     job.set_partitions_assigned(2);
     job.rebalance();
     job.observe_clickhouse_insert("kpi_windows", Duration::from_millis(12), 900, 1);
+    // An insert without a failed attempt: its error series exists, at 0 (rate() needs it).
+    job.observe_clickhouse_insert("survey_responses", Duration::from_millis(3), 10, 0);
     job.observe_advance(Duration::from_micros(800));
     job.rows_written("clickhouse", "kpi_windows", 900);
     job.set_pane_bytes(123_456);
@@ -92,6 +94,7 @@ async fn serves_metrics_and_health_and_passes_promtool() {
         "cxpulse_watermark_delay_seconds 120",
         r#"cxpulse_consumer_lag_records{partition="0",topic="cx.surveys"} 12"#,
         r#"cxpulse_clickhouse_insert_errors_total{table="kpi_windows"} 1"#,
+        r#"cxpulse_clickhouse_insert_errors_total{table="survey_responses"} 0"#,
     ] {
         assert!(body.contains(needle), "{needle} missing from /metrics");
     }

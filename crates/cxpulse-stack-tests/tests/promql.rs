@@ -1,22 +1,23 @@
 //! Every PromQL expression of every dashboard, every recording rule and the provokable alert
 //! rules return data from a real Prometheus scraping a real running job.
 //!
-//! The job is `cxpulse demo` (the generator and the engine in one process, serving
-//! `/metrics`): 30 h of event time backfilled at 3 events/s with an NPS drop in the last 8 h
-//! (so the KPI-drop alert `CxNpsDrop` is pending), then live traffic. Its configuration
-//! (environment, as in production) shortens the correction horizon to 3 min, so that some
-//! late events are too late and dead-lettered, and lets the 24 h, 7 d and 28 d windows slide
-//! by the hour and the 1 h window by 15 min: the engine emits every window end of the
-//! backfill, and with 1-minute slides a debug build needs minutes for 30 h of them. A private
-//! Prometheus (started by `scripts/servers.sh` with its own run directory, port and TSDB)
-//! scrapes it every second together with a second target where nothing listens (an instance
-//! that is down, so `CxpulseDown` is pending), and loads the recording rules and the alert
-//! rules. Template variables are resolved from Prometheus like Grafana does
+//! The job is `cxpulse run`, reading real Kafka (tansu) and writing real ClickHouse: `cxpulse
+//! generate` first backfills 30 h of event time at 3 events/s with an NPS drop in the last
+//! 8 h (so the KPI-drop alert `CxNpsDrop` is pending) and 0.2 % malformed records (rejected and
+//! dead-lettered), then a second `cxpulse generate --realtime` keeps live traffic coming. The
+//! job's configuration (environment, as in production) shortens the correction horizon to
+//! 3 min, so that some late events are too late and dead-lettered, and lets the 24 h, 7 d and
+//! 28 d windows slide by the hour and the 1 h window by 15 min: the engine emits every window
+//! end of the backfill, and with 1-minute slides a debug build needs minutes for 30 h of them.
+//! A private Prometheus (started by `scripts/servers.sh` with its own run directory, port and
+//! TSDB) scrapes it every second together with a second target where nothing listens (an
+//! instance that is down, so `CxpulseDown` is pending), and loads the recording rules and the
+//! alert rules. Template variables are resolved from Prometheus like Grafana does
 //! (`label_values(…)`) and substituted with real values: once with the dashboards' defaults,
 //! once with other real values.
 //!
-//! Runs when `CXPULSE_TEST_PROMETHEUS_URL` is set (`scripts/servers.sh env`: the Prometheus
-//! install is there); prints `SKIPPED` otherwise.
+//! Runs when `CXPULSE_TEST_PROMETHEUS_URL`, `CXPULSE_TEST_KAFKA` and
+//! `CXPULSE_TEST_CLICKHOUSE_URL` are set (`scripts/servers.sh env`); prints `SKIPPED` otherwise.
 
 mod common;
 
@@ -33,32 +34,12 @@ use std::fs::File;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// Metrics the job under test (`cxpulse demo`) never produces, with the reason. A dashboard
-/// query that reads one of them may return nothing (it must still be accepted by
-/// Prometheus); if it does return data, the exception is stale and the test fails.
-const NOT_FROM_THE_DEMO: &[(&str, &str)] = &[
-    (
-        "cxpulse_consumer_lag_records",
-        "the demo reads no Kafka topic; consumer lag comes from `cxpulse run`",
-    ),
-    (
-        "cxpulse_clickhouse_insert_duration_seconds_bucket",
-        "the demo writes JSON lines, not ClickHouse; insert metrics come from `cxpulse run`",
-    ),
-    (
-        "cxpulse_clickhouse_insert_errors_total",
-        "the demo writes JSON lines, not ClickHouse; insert metrics come from `cxpulse run`",
-    ),
-    (
-        "cxpulse_clickhouse_batch_rows_bucket",
-        "the demo writes JSON lines, not ClickHouse; insert metrics come from `cxpulse run`",
-    ),
-    (
-        "cxpulse_records_rejected_total",
-        "the demo's generator emits only valid records; rejections need malformed input \
-         (`cxpulse generate --malformed-share` into `cxpulse run`)",
-    ),
-];
+/// Metrics the job under test never produces, with the reason. A dashboard query that reads
+/// one of them may return nothing (it must still be accepted by Prometheus); if it does
+/// return data, the exception is stale and the test fails. None today: `cxpulse run` on
+/// generated traffic with malformed and too-late records exports every metric the
+/// dashboards and rules read.
+const NOT_FROM_THE_JOB: &[(&str, &str)] = &[];
 
 /// Alerting rules this test provokes (their expressions must return data). The others
 /// return data only during an incident; each is unit-tested firing and silent by
@@ -83,7 +64,7 @@ const DROP_HOURS: i64 = 8;
 
 fn exception_for(expr: &str) -> Option<&'static str> {
     let names = metric_names(expr);
-    NOT_FROM_THE_DEMO
+    NOT_FROM_THE_JOB
         .iter()
         .find(|(m, _)| names.iter().any(|n| n == m))
         .map(|(_, why)| *why)
@@ -204,42 +185,110 @@ fn every_promql_expression_returns_data_from_a_running_job() {
     if env_or_skip(test, "CXPULSE_TEST_PROMETHEUS_URL").is_none() {
         return;
     }
+    let Some(kafka) = env_or_skip(test, "CXPULSE_TEST_KAFKA") else {
+        return;
+    };
+    let Some(clickhouse) = env_or_skip(test, "CXPULSE_TEST_CLICKHOUSE_URL") else {
+        return;
+    };
     let dir = temp_dir("promql");
     let bin = cxpulse_bin();
 
-    // 1. The job.
+    // 1. The traffic, then the job.
+    let tag = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().replace(['-', '.'], "_"))
+        .unwrap_or_else(|| "promql".into());
+    let envs: Vec<(String, String)> = [
+        ("CXPULSE_KAFKA__BOOTSTRAP", kafka.clone()),
+        ("CXPULSE_KAFKA__TOPICS__TOUCHPOINTS", format!("{tag}_tp")),
+        ("CXPULSE_KAFKA__TOPICS__SURVEYS", format!("{tag}_sv")),
+        ("CXPULSE_KAFKA__DEAD_LETTER_TOPIC", format!("{tag}_dl")),
+        ("CXPULSE_KAFKA__GROUP_ID", format!("{tag}_g")),
+        // tansu: a group join takes half the session timeout.
+        (
+            "CXPULSE_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS",
+            "6000".into(),
+        ),
+        (
+            "CXPULSE_KAFKA__PROPERTIES__HEARTBEAT_INTERVAL_MS",
+            "500".into(),
+        ),
+        ("CXPULSE_CLICKHOUSE__URL", clickhouse.clone()),
+        ("CXPULSE_CLICKHOUSE__DATABASE", format!("{tag}_db")),
+        ("CXPULSE_ENGINE__CORRECTION_HORIZON", "3m".into()),
+        ("CXPULSE_ENGINE__WINDOWS", WINDOWS.into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let cxpulse = |args: &[&str]| {
+        let mut c = Command::new(&bin);
+        c.args(args)
+            .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env_remove("CXPULSE_CONFIG")
+            .current_dir(&dir)
+            .stdin(Stdio::null());
+        c
+    };
+    let drop_from_minute = (BACKFILL_HOURS - DROP_HOURS) * 60;
+    let backfill = cxpulse(&[
+        "generate",
+        "--partitions",
+        "3",
+        "--duration",
+        &format!("{BACKFILL_HOURS}h"),
+        "--rate",
+        "3",
+        "--seed",
+        "7",
+        "--malformed-share",
+        "0.002",
+        "--scenario",
+        &format!("nps-drop:60:all:all:{drop_from_minute}"),
+    ])
+    .output()
+    .expect("cxpulse generate");
+    assert!(
+        backfill.status.success(),
+        "the backfill failed: {}{}",
+        String::from_utf8_lossy(&backfill.stdout),
+        String::from_utf8_lossy(&backfill.stderr)
+    );
     let metrics_port = free_port();
     let down_port = free_port();
-    let drop_from_minute = (BACKFILL_HOURS - DROP_HOURS) * 60;
-    let demo_log = dir.join("demo.log");
-    let mut demo = ChildGuard::spawn(
-        "cxpulse demo",
-        Command::new(&bin)
-            .args([
-                "demo",
-                "--no-tui",
-                "--duration",
-                "10m",
-                "--backfill",
-                &format!("{BACKFILL_HOURS}h"),
-                "--rate",
-                "3",
-                "--seed",
-                "7",
-                "--scenario",
-                &format!("nps-drop:60:all:all:{drop_from_minute}"),
-                "--metrics-addr",
-                &format!("127.0.0.1:{metrics_port}"),
-                "--output-dir",
-            ])
-            .arg(dir.join("demo-out"))
-            .env_remove("CXPULSE_CONFIG")
-            .env("CXPULSE_ENGINE__CORRECTION_HORIZON", "3m")
-            .env("CXPULSE_ENGINE__WINDOWS", WINDOWS)
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(File::create(dir.join("demo.out")).unwrap())
-            .stderr(File::create(&demo_log).unwrap()),
+    let job_log = dir.join("job.log");
+    let mut job = ChildGuard::spawn(
+        "cxpulse run",
+        cxpulse(&["run"])
+            .env(
+                "CXPULSE_METRICS__LISTEN",
+                format!("127.0.0.1:{metrics_port}"),
+            )
+            .stdout(File::create(dir.join("job.out")).unwrap())
+            .stderr(File::create(&job_log).unwrap()),
+    );
+    // Live traffic (the drop goes on), while the job runs.
+    let _live = ChildGuard::spawn(
+        "cxpulse generate --realtime",
+        cxpulse(&[
+            "generate",
+            "--partitions",
+            "3",
+            "--realtime",
+            "--duration",
+            "15m",
+            "--rate",
+            "3",
+            "--seed",
+            "8",
+            "--malformed-share",
+            "0.002",
+            "--scenario",
+            "nps-drop:60:all:all:0",
+        ])
+        .stdout(File::create(dir.join("live.out")).unwrap())
+        .stderr(File::create(dir.join("live.log")).unwrap()),
     );
 
     // 2. Prometheus scraping it (and a down instance), with every rule file.
@@ -260,13 +309,13 @@ fn every_promql_expression_returns_data_from_a_running_job() {
     .unwrap();
     let prom = PrivatePrometheus::start(&config, &dir);
     println!(
-        "cxpulse demo on :{metrics_port}, Prometheus on {}",
+        "cxpulse run on :{metrics_port}, Prometheus on {}",
         prom.hostport
     );
 
     // 3. Wait for the backfill, the first scrapes and the recording rules.
-    wait_for("the demo's /healthz", Duration::from_secs(60), || {
-        demo.assert_running(&demo_log);
+    wait_for("the job's /healthz", Duration::from_secs(60), || {
+        job.assert_running(&job_log);
         cxpulse_metrics::http_get(
             common::addr(&format!("127.0.0.1:{metrics_port}")),
             "/healthz",
@@ -276,10 +325,10 @@ fn every_promql_expression_returns_data_from_a_running_job() {
         .filter(|(s, _)| *s == 200)
     });
     wait_for(
-        "the backfill and the recording rules over the demo's KPIs",
+        "the backfill and the recording rules over the job's KPIs",
         Duration::from_secs(600),
         || {
-            demo.assert_running(&demo_log);
+            job.assert_running(&job_log);
             prom.query(r#"cxpulse:window_nps_n{window="24h",channel="all",segment="all"}"#)
                 .ok()
                 .filter(|r| !r.is_empty())
@@ -287,10 +336,10 @@ fn every_promql_expression_returns_data_from_a_running_job() {
     );
     // Enough samples for the rate windows, and the pending alerts.
     wait_for(
-        "35 s of scrapes of the live demo",
+        "35 s of scrapes of the live job",
         Duration::from_secs(120),
         || {
-            demo.assert_running(&demo_log);
+            job.assert_running(&job_log);
             prom.query(r#"count_over_time(cxpulse_build_info{job="cxpulse"}[1m]) >= 35"#)
                 .ok()
                 .filter(|r| !r.is_empty())
@@ -310,7 +359,7 @@ fn every_promql_expression_returns_data_from_a_running_job() {
     let (_, metrics) = get(&format!("127.0.0.1:{metrics_port}"), "/metrics");
     assert!(
         metrics.contains(r#"cxpulse_records_dead_lettered_total{reason="too_late"}"#),
-        "the demo dead-lettered no too-late event (the dead-letter panels need some)"
+        "the job dead-lettered no too-late event (the dead-letter panels need some)"
     );
 
     let mut failures: Vec<String> = Vec::new();
@@ -348,7 +397,7 @@ fn every_promql_expression_returns_data_from_a_running_job() {
                     },
                     Ok(r) => match exception {
                         Some(_) => failures.push(format!(
-                            "{}: {expr}\n    returned data although it is listed in NOT_FROM_THE_DEMO: remove the exception",
+                            "{}: {expr}\n    returned data although it is listed in NOT_FROM_THE_JOB: remove the exception",
                             q.name()
                         )),
                         None => println!("  {:<60} {} series", q.name(), series_count(&r)),
@@ -436,7 +485,7 @@ fn every_promql_expression_returns_data_from_a_running_job() {
         failures.push("CxNpsDrop is not pending for channel=all, segment=all".into());
     }
 
-    demo.assert_running(&demo_log);
+    job.assert_running(&job_log);
     println!(
         "{checked} expressions checked, {excepted} without data by a documented exception, {} failures",
         failures.len()
@@ -448,6 +497,6 @@ fn every_promql_expression_returns_data_from_a_running_job() {
         failures.join("\n")
     );
     drop(prom);
-    drop(demo);
+    drop(job);
     let _ = std::fs::remove_dir_all(&dir);
 }
