@@ -25,21 +25,13 @@ use common::{
     cxpulse_bin, env_or_skip, free_port, get, temp_dir, wait_for, ChildGuard, PrivatePrometheus,
 };
 use cxpulse_stack_tests::{
-    dashboards, interpolate, metric_names, parse_label_values, queries, repo_root, variables,
-    Source,
+    dashboards, interpolate, parse_label_values, queries, repo_root, variables, Source,
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-/// Metrics the job under test never produces, with the reason. A dashboard query that reads
-/// one of them may return nothing (it must still be accepted by Prometheus); if it does
-/// return data, the exception is stale and the test fails. None today: `cxpulse run` on
-/// generated traffic with malformed and too-late records exports every metric the
-/// dashboards and rules read.
-const NOT_FROM_THE_JOB: &[(&str, &str)] = &[];
 
 /// Alerting rules this test provokes (their expressions must return data). The others
 /// return data only during an incident; each is unit-tested firing and silent by
@@ -61,14 +53,6 @@ const BACKFILL_HOURS: i64 = 30;
 /// The window kinds of the default configuration, with coarser slides (see above).
 const WINDOWS: &str = r#"[{ name = "1h", length = "1h", slide = "15m" }, { name = "24h", length = "24h", slide = "1h" }, { name = "7d", length = "7d", slide = "1h" }, { name = "28d", length = "28d", slide = "1h" }]"#;
 const DROP_HOURS: i64 = 8;
-
-fn exception_for(expr: &str) -> Option<&'static str> {
-    let names = metric_names(expr);
-    NOT_FROM_THE_JOB
-        .iter()
-        .find(|(m, _)| names.iter().any(|n| n == m))
-        .map(|(_, why)| *why)
-}
 
 fn series_count(result: &[Value]) -> usize {
     result.len()
@@ -364,7 +348,7 @@ fn every_promql_expression_returns_data_from_a_running_job() {
 
     let mut failures: Vec<String> = Vec::new();
     let mut checked = 0usize;
-    let mut excepted = 0usize;
+    let mut silent = 0usize;
 
     // 4. Every dashboard query, with the variables' defaults and with other real values.
     for board in dashboards() {
@@ -385,23 +369,15 @@ fn every_promql_expression_returns_data_from_a_running_job() {
                     }
                 };
                 checked += 1;
-                let exception = exception_for(&expr);
                 match prom.query(&expr) {
-                    Err(e) => failures.push(format!("{}: {expr}\n    Prometheus refused it: {e}", q.name())),
-                    Ok(r) if r.is_empty() => match exception {
-                        Some(why) => {
-                            excepted += 1;
-                            println!("  {:<60} no data, as expected: {why}", q.name());
-                        }
-                        None => failures.push(format!("{}: {expr}\n    returned no data", q.name())),
-                    },
-                    Ok(r) => match exception {
-                        Some(_) => failures.push(format!(
-                            "{}: {expr}\n    returned data although it is listed in NOT_FROM_THE_JOB: remove the exception",
-                            q.name()
-                        )),
-                        None => println!("  {:<60} {} series", q.name(), series_count(&r)),
-                    },
+                    Err(e) => failures.push(format!(
+                        "{}: {expr}\n    Prometheus refused it: {e}",
+                        q.name()
+                    )),
+                    Ok(r) if r.is_empty() => {
+                        failures.push(format!("{}: {expr}\n    returned no data", q.name()))
+                    }
+                    Ok(r) => println!("  {:<60} {} series", q.name(), series_count(&r)),
                 }
             }
         }
@@ -454,7 +430,7 @@ fn every_promql_expression_returns_data_from_a_running_job() {
                             "alert {name} was provoked but its expression returns nothing"
                         )),
                         Ok(v) if v.is_empty() => {
-                            excepted += 1;
+                            silent += 1;
                             println!("  {name:<60} silent (fires only during an incident; promtool unit tests cover it)")
                         }
                         Ok(v) => println!(
@@ -487,7 +463,7 @@ fn every_promql_expression_returns_data_from_a_running_job() {
 
     job.assert_running(&job_log);
     println!(
-        "{checked} expressions checked, {excepted} without data by a documented exception, {} failures",
+        "{checked} expressions checked, {silent} incident-only alerts silent, {} failures",
         failures.len()
     );
     assert!(

@@ -17,7 +17,9 @@ use crate::logging;
 use crate::VERSION;
 use anyhow::{Context, Result};
 use cxpulse_avro::{Decoder, SchemaRegistry};
-use cxpulse_clickhouse::{Checkpoint, ClickHouseSink, PaneRow, SinkConfig, SurveyRow, WindowRow};
+use cxpulse_clickhouse::{
+    Checkpoint, ClickHouseSink, PaneRow, SinkConfig, SurveyRow, WindowRow, WriteOutcome,
+};
 use cxpulse_core::kpi::KpiState;
 use cxpulse_core::window::Mergeable;
 use cxpulse_core::{
@@ -532,52 +534,20 @@ impl Job {
         // for its slowest insert, not for the sum of round trips.
         let chunk = self.settings.clickhouse.batch_rows.max(1);
         let pane_chunk = self.sink.config().max_pane_batch_rows;
-        let (sink, metrics, pending) = (&self.sink, &self.metrics, &self.pending);
-        let windows = async {
-            let started = Instant::now();
-            for rows in pending.windows.chunks(chunk) {
-                let out = sink.write_windows(rows, "").await.context("kpi_windows")?;
-                metrics.observe_clickhouse_insert(
-                    "kpi_windows",
-                    started.elapsed(),
-                    out.rows,
-                    u64::from(out.attempts.saturating_sub(1)),
-                );
-                metrics.rows_written("clickhouse", "kpi_windows", out.rows as u64);
-            }
-            anyhow::Ok(())
-        };
-        let responses = async {
-            let started = Instant::now();
-            for rows in pending.responses.chunks(chunk) {
-                let out = sink
-                    .write_responses(rows, "")
-                    .await
-                    .context("survey_responses")?;
-                metrics.observe_clickhouse_insert(
-                    "survey_responses",
-                    started.elapsed(),
-                    out.rows,
-                    u64::from(out.attempts.saturating_sub(1)),
-                );
-                metrics.rows_written("clickhouse", "survey_responses", out.rows as u64);
-            }
-            anyhow::Ok(())
-        };
-        let panes = async {
-            let started = Instant::now();
-            for rows in pending.panes.chunks(pane_chunk) {
-                let out = sink.write_panes(rows, "").await.context("kpi_panes")?;
-                metrics.observe_clickhouse_insert(
-                    "kpi_panes",
-                    started.elapsed(),
-                    out.rows,
-                    u64::from(out.attempts.saturating_sub(1)),
-                );
-                metrics.rows_written("clickhouse", "kpi_panes", out.rows as u64);
-            }
-            anyhow::Ok(())
-        };
+        let (sink, metrics, pending) = (&self.sink, &*self.metrics, &self.pending);
+        let windows = write_in_chunks(metrics, "kpi_windows", &pending.windows, chunk, |rows| {
+            sink.write_windows(rows, "")
+        });
+        let responses = write_in_chunks(
+            metrics,
+            "survey_responses",
+            &pending.responses,
+            chunk,
+            |rows| sink.write_responses(rows, ""),
+        );
+        let panes = write_in_chunks(metrics, "kpi_panes", &pending.panes, pane_chunk, |rows| {
+            sink.write_panes(rows, "")
+        });
         tokio::try_join!(windows, responses, panes)?;
         self.pending.windows.clear();
         self.pending.responses.clear();
@@ -839,6 +809,32 @@ impl Job {
         }
         Ok(())
     }
+}
+
+/// Writes `rows` into `table` in inserts of at most `chunk` rows, one after the other, and
+/// records each insert's latency, rows and failed attempts.
+async fn write_in_chunks<'a, R, Fut>(
+    metrics: &JobMetrics,
+    table: &'static str,
+    rows: &'a [R],
+    chunk: usize,
+    write: impl Fn(&'a [R]) -> Fut,
+) -> Result<()>
+where
+    Fut: std::future::Future<Output = Result<WriteOutcome, cxpulse_clickhouse::Error>>,
+{
+    let started = Instant::now();
+    for rows in rows.chunks(chunk) {
+        let out = write(rows).await.context(table)?;
+        metrics.observe_clickhouse_insert(
+            table,
+            started.elapsed(),
+            out.rows,
+            u64::from(out.attempts.saturating_sub(1)),
+        );
+        metrics.rows_written("clickhouse", table, out.rows as u64);
+    }
+    Ok(())
 }
 
 fn add_stats(into: &mut EngineStats, s: &EngineStats) {
