@@ -26,6 +26,7 @@
 
 use crate::varint::{put_u64, Reader};
 use crate::{sorted, SketchError};
+use std::sync::{Arc, OnceLock};
 
 /// Precision `p`: the number of hash bits used as register index.
 pub const PRECISION: u32 = 14;
@@ -59,8 +60,33 @@ enum Repr {
     /// Sorted by index (= sorted as `u32`), unique indices, ranks in `1..=51`,
     /// at most `SPARSE_MAX_ENTRIES` entries except transiently.
     Sparse(Vec<u32>),
-    /// Exactly `REGISTERS` registers, each in `0..=51`.
-    Dense(Box<[u8]>),
+    /// Exactly `REGISTERS` registers, each in `0..=51`. Shared copy-on-write:
+    /// cloning a dense sketch (e.g. a window state handed out in a row) costs
+    /// nothing, and a merge that changes no register copies nothing.
+    Dense(Arc<[u8]>),
+}
+
+/// Shared all-zero dense registers (the start of every dense accumulator).
+fn zero_registers() -> Arc<[u8]> {
+    static ZEROS: OnceLock<Arc<[u8]>> = OnceLock::new();
+    ZEROS
+        .get_or_init(|| Arc::from(vec![0u8; REGISTERS]))
+        .clone()
+}
+
+/// `true` if some register of `o` is above the same register of `d`.
+fn any_above(d: &[u8], o: &[u8]) -> bool {
+    // A branch-free fold over fixed-size chunks, so that it vectorizes.
+    d.chunks_exact(64)
+        .zip(o.chunks_exact(64))
+        .any(|(a, b)| a.iter().zip(b).fold(false, |acc, (x, y)| acc | (y > x)))
+}
+
+/// Register-wise maximum of `o` into `d`.
+fn max_into(d: &mut [u8], o: &[u8]) {
+    for (a, &b) in d.iter_mut().zip(o.iter()) {
+        *a = (*a).max(b);
+    }
 }
 
 /// A HyperLogLog sketch with `p = 14` (see the [module docs](self)).
@@ -75,6 +101,8 @@ pub struct Hll {
     /// [`PENDING_MAX`] inserts, and by every `&mut` operation); `&self` readers
     /// see them through a normalized copy, so they are never lost, only slower.
     pending: Vec<u32>,
+    /// Dense mode only: some register is non-zero (so `is_empty` is `O(1)`).
+    dense_nonzero: bool,
 }
 
 /// How many sparse inserts are buffered before they are sorted into the list.
@@ -95,6 +123,7 @@ impl Hll {
         Hll {
             repr: Repr::Sparse(Vec::new()),
             pending: Vec::new(),
+            dense_nonzero: false,
         }
     }
 
@@ -120,6 +149,7 @@ impl Hll {
         let incoming = Hll {
             repr: Repr::Sparse(pending),
             pending: Vec::new(),
+            dense_nonzero: false,
         };
         self.merge_normalized(&incoming);
     }
@@ -156,9 +186,9 @@ impl Hll {
         let rank = (((hash << PRECISION) | (1 << (PRECISION - 1))).leading_zeros() + 1) as u8;
         match &mut self.repr {
             Repr::Dense(regs) => {
-                let r = &mut regs[index as usize];
-                if *r < rank {
-                    *r = rank;
+                if regs[index as usize] < rank {
+                    Arc::make_mut(regs)[index as usize] = rank;
+                    self.dense_nonzero = true;
                 }
             }
             Repr::Sparse(_) => {
@@ -174,9 +204,9 @@ impl Hll {
     fn set_max(&mut self, index: u32, rank: u8) {
         match &mut self.repr {
             Repr::Dense(regs) => {
-                let r = &mut regs[index as usize];
-                if *r < rank {
-                    *r = rank;
+                if regs[index as usize] < rank {
+                    Arc::make_mut(regs)[index as usize] = rank;
+                    self.dense_nonzero = true;
                 }
             }
             Repr::Sparse(list) => {
@@ -212,12 +242,18 @@ impl Hll {
     pub fn densify(&mut self) {
         self.flush_pending();
         if let Repr::Sparse(list) = &self.repr {
-            let mut regs = vec![0u8; REGISTERS].into_boxed_slice();
+            if list.is_empty() {
+                self.dense_nonzero = false;
+                self.repr = Repr::Dense(zero_registers());
+                return;
+            }
+            let mut regs = vec![0u8; REGISTERS];
             for &e in list {
                 let (i, r) = unpack(e);
                 regs[usize::from(i)] = r;
             }
-            self.repr = Repr::Dense(regs);
+            self.dense_nonzero = true;
+            self.repr = Repr::Dense(Arc::from(regs));
         }
     }
 
@@ -238,12 +274,20 @@ impl Hll {
         match (&mut self.repr, &other.repr) {
             (_, Repr::Sparse(o)) if o.is_empty() => {}
             (Repr::Dense(regs), Repr::Sparse(o)) => {
-                for &e in o {
-                    let (i, r) = unpack(e);
-                    let reg = &mut regs[usize::from(i)];
-                    if *reg < r {
-                        *reg = r;
+                let above = |e: &u32| {
+                    let (i, r) = unpack(*e);
+                    regs[usize::from(i)] < r
+                };
+                if o.iter().any(above) {
+                    let regs = Arc::make_mut(regs);
+                    for &e in o {
+                        let (i, r) = unpack(e);
+                        let reg = &mut regs[usize::from(i)];
+                        if *reg < r {
+                            *reg = r;
+                        }
                     }
+                    self.dense_nonzero = true;
                 }
             }
             (Repr::Sparse(s), Repr::Sparse(o)) => {
@@ -258,20 +302,30 @@ impl Hll {
                 }
             }
             (Repr::Sparse(s), Repr::Dense(o)) => {
-                let mut regs = o.clone();
-                for &e in s.iter() {
-                    let (i, r) = unpack(e);
-                    let reg = &mut regs[usize::from(i)];
-                    if *reg < r {
-                        *reg = r;
-                    }
+                let list = std::mem::take(s);
+                self.repr = Repr::Dense(o.clone());
+                self.dense_nonzero = other.dense_nonzero;
+                if !list.is_empty() {
+                    self.merge_normalized(&Hll {
+                        repr: Repr::Sparse(list),
+                        pending: Vec::new(),
+                        dense_nonzero: false,
+                    });
                 }
-                self.repr = Repr::Dense(regs);
             }
             (Repr::Dense(d), Repr::Dense(o)) => {
-                for (a, &b) in d.iter_mut().zip(o.iter()) {
-                    *a = (*a).max(b);
+                if Arc::ptr_eq(d, o) || !other.dense_nonzero {
+                    return;
                 }
+                if !self.dense_nonzero {
+                    // Empty: the union is `other`, shared.
+                    *d = o.clone();
+                } else if let Some(regs) = Arc::get_mut(d) {
+                    max_into(regs, o);
+                } else if any_above(d, o) {
+                    max_into(Arc::make_mut(d), o);
+                }
+                self.dense_nonzero = true;
             }
         }
     }
@@ -321,7 +375,7 @@ impl Hll {
     pub fn is_empty(&self) -> bool {
         match &self.repr {
             Repr::Sparse(list) => list.is_empty() && self.pending.is_empty(),
-            Repr::Dense(regs) => regs.iter().all(|&r| r == 0),
+            Repr::Dense(_) => !self.dense_nonzero,
         }
     }
 
@@ -371,7 +425,10 @@ impl Hll {
                     hll.densify();
                     hll.set_max(u32::from(i), r);
                 }
-                Repr::Dense(regs) => regs[usize::from(i)] = r,
+                Repr::Dense(regs) => {
+                    Arc::make_mut(regs)[usize::from(i)] = r;
+                    hll.dense_nonzero = true;
+                }
             }
         }
         Ok(hll)
@@ -385,6 +442,63 @@ impl Hll {
             }
             Repr::Dense(regs) => regs.len(),
         }
+    }
+
+    /// Appends the compact in-memory encoding of the registers to `out` (about 7 bits per
+    /// non-zero register; see [`crate::compact`]). For sketches that are kept but no longer
+    /// written, e.g. closed time panes: read them with [`merge_compact`](Self::merge_compact)
+    /// or [`from_compact`](Self::from_compact). Not a wire format: persist
+    /// [`to_bytes`](Self::to_bytes).
+    pub fn write_compact(&self, out: &mut Vec<u8>) {
+        let this = self.normalized();
+        let pairs: Vec<(u16, u8)> = match &this.repr {
+            Repr::Sparse(list) => list.iter().map(|&e| unpack(e)).collect(),
+            Repr::Dense(regs) => regs
+                .iter()
+                .enumerate()
+                .filter(|(_, &r)| r != 0)
+                .map(|(i, &r)| (i as u16, r))
+                .collect(),
+        };
+        crate::compact::write(&pairs, out);
+    }
+
+    /// Register-wise maximum with the compact encoding at the front of `bytes` (written by
+    /// [`write_compact`](Self::write_compact)); returns how many bytes it took. Decodes on
+    /// the fly: `O(entries)` into a dense sketch, a linear list merge into a sparse one.
+    pub fn merge_compact(&mut self, bytes: &[u8]) -> Result<usize, SketchError> {
+        self.flush_pending();
+        if let Repr::Dense(regs) = &mut self.repr {
+            let regs = Arc::make_mut(regs);
+            let mut any = false;
+            let used = crate::compact::for_each(bytes, |i, r| {
+                let reg = &mut regs[i];
+                if *reg < r {
+                    *reg = r;
+                }
+                any = true;
+            })?;
+            self.dense_nonzero |= any;
+            return Ok(used);
+        }
+        let mut list = Vec::new();
+        let used = crate::compact::for_each(bytes, |i, r| list.push(pack(i as u32, r)))?;
+        if !list.is_empty() {
+            self.merge_normalized(&Hll {
+                repr: Repr::Sparse(list),
+                pending: Vec::new(),
+                dense_nonzero: false,
+            });
+        }
+        Ok(used)
+    }
+
+    /// The sketch encoded at the front of `bytes` by [`write_compact`](Self::write_compact),
+    /// and how many bytes it took.
+    pub fn from_compact(bytes: &[u8]) -> Result<(Hll, usize), SketchError> {
+        let mut hll = Hll::new();
+        let used = hll.merge_compact(bytes)?;
+        Ok((hll, used))
     }
 
     /// Compact binary encoding, format version 1. Sparse sketches stay sparse:
@@ -493,9 +607,11 @@ impl Hll {
                         *d = v;
                     }
                 }
+                let dense_nonzero = regs.iter().any(|&r| r != 0);
                 Ok(Hll {
-                    repr: Repr::Dense(regs),
+                    repr: Repr::Dense(Arc::from(regs)),
                     pending: Vec::new(),
+                    dense_nonzero,
                 })
             }
             tag => Err(SketchError::UnknownEncoding(tag)),

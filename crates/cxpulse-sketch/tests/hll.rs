@@ -172,6 +172,181 @@ proptest! {
             prop_assert_eq!(Hll::from_register_pairs(pairs), Ok(h.clone()));
         }
     }
+
+    /// The compact in-memory encoding decodes to the same registers, whatever the
+    /// representation written and the one merged into, and reports exactly its own length.
+    #[test]
+    fn compact_round_trip_and_merge(a in hashes(), b in hashes(), da: bool, db: bool) {
+        let sa = maybe_dense(&a, da);
+        let mut bytes = Vec::new();
+        sa.write_compact(&mut bytes);
+        let len = bytes.len();
+        // Trailing bytes (the next part of a frozen pane) are not read.
+        bytes.extend_from_slice(&[0xff, 0x00, 0x7f]);
+        let (back, used) = Hll::from_compact(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(used, len);
+        prop_assert_eq!(&back, &sketch(&a));
+        prop_assert_eq!(back.is_empty(), a.is_empty());
+        prop_assert_eq!(back.estimate_f64().to_bits(), sa.estimate_f64().to_bits());
+
+        let mut all = a.clone();
+        all.extend_from_slice(&b);
+        let mut expected = maybe_dense(&b, db);
+        expected.merge(&sa);
+        let mut got = maybe_dense(&b, db);
+        prop_assert_eq!(got.merge_compact(&bytes), Ok(len));
+        prop_assert_eq!(&got, &expected);
+        prop_assert_eq!(got.register_pairs().collect::<Vec<_>>(), pairs_of(&model(&all)));
+        prop_assert_eq!(got.is_empty(), all.is_empty());
+        prop_assert_eq!(got.estimate_f64().to_bits(), expected.estimate_f64().to_bits());
+        // Merging the same encoding again changes nothing (idempotent).
+        let before = got.clone();
+        prop_assert_eq!(got.merge_compact(&bytes), Ok(len));
+        prop_assert_eq!(got, before);
+    }
+
+    /// `is_empty` of a dense sketch is a flag: it must follow every way content arrives.
+    #[test]
+    fn dense_is_empty_follows_content(a in hashes(), b in hashes(), da: bool) {
+        let mut h = Hll::new();
+        h.densify();
+        prop_assert!(h.is_empty() && !h.is_sparse());
+        let mut empty_dense = Hll::new();
+        empty_dense.densify();
+        h.merge(&empty_dense);
+        h.merge(&Hll::new());
+        prop_assert!(h.is_empty());
+        let mut compact = Vec::new();
+        Hll::new().write_compact(&mut compact);
+        prop_assert_eq!(h.merge_compact(&compact), Ok(compact.len()));
+        prop_assert!(h.is_empty());
+        h.merge(&maybe_dense(&a, da));
+        prop_assert_eq!(h.is_empty(), a.is_empty());
+        let mut via_compact = empty_dense.clone();
+        compact.clear();
+        sketch(&b).write_compact(&mut compact);
+        prop_assert_eq!(via_compact.merge_compact(&compact), Ok(compact.len()));
+        prop_assert_eq!(via_compact.is_empty(), b.is_empty());
+        let mut via_insert = empty_dense.clone();
+        for &x in &b {
+            via_insert.insert_hash(x);
+        }
+        prop_assert_eq!(via_insert.is_empty(), b.is_empty());
+        prop_assert_eq!(&via_insert, &via_compact);
+        let decoded = Hll::from_bytes(&via_insert.to_bytes()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(decoded.is_empty(), b.is_empty());
+    }
+
+    /// Dense registers are shared between clones (copy-on-write): writing one never changes
+    /// another, whichever path wrote it.
+    #[test]
+    fn dense_clones_are_independent(a in hashes(), b in hashes(), da: bool, db: bool) {
+        let original = maybe_dense(&a, da);
+        let original_pairs: Vec<_> = original.register_pairs().collect();
+        let other = maybe_dense(&b, db);
+        let mut compact = Vec::new();
+        other.write_compact(&mut compact);
+
+        let mut by_insert = original.clone();
+        for &x in &b {
+            by_insert.insert_hash(x);
+        }
+        let mut by_merge = original.clone();
+        by_merge.merge(&other);
+        let mut by_compact = original.clone();
+        prop_assert!(by_compact.merge_compact(&compact).is_ok());
+        // An empty dense accumulator takes a merged dense sketch by sharing it; writing
+        // the accumulator afterwards must not reach the sketch it shares with.
+        let mut shared = Hll::new();
+        shared.densify();
+        shared.merge(&original);
+        for &x in &b {
+            shared.insert_hash(x);
+        }
+        let mut shared2 = Hll::new();
+        shared2.densify();
+        shared2.merge(&original);
+        shared2.merge(&other);
+
+        let mut all = a.clone();
+        all.extend_from_slice(&b);
+        let union = pairs_of(&model(&all));
+        for h in [&by_insert, &by_merge, &by_compact, &shared, &shared2] {
+            prop_assert_eq!(h.register_pairs().collect::<Vec<_>>(), union.clone());
+        }
+        prop_assert_eq!(original.register_pairs().collect::<Vec<_>>(), original_pairs);
+        prop_assert_eq!(other.register_pairs().collect::<Vec<_>>(), pairs_of(&model(&b)));
+    }
+
+    #[test]
+    fn compact_corrupt_never_panics(hs in hashes(), dense: bool, pos in any::<prop::sample::Index>(), byte in any::<u8>(), into_dense: bool) {
+        let mut bytes = Vec::new();
+        maybe_dense(&hs, dense).write_compact(&mut bytes);
+        let i = pos.index(bytes.len());
+        bytes[i] = byte;
+        let mut h = maybe_dense(&[], into_dense);
+        if let Ok(used) = h.merge_compact(&bytes) {
+            prop_assert!(used <= bytes.len());
+            let pairs: Vec<_> = h.register_pairs().collect();
+            prop_assert!(pairs.iter().all(|&(i, r)| (i as usize) < REGISTERS && (1..=MAX_RANK).contains(&r)));
+            prop_assert_eq!(h.is_empty(), pairs.is_empty());
+        }
+        for cut in 0..bytes.len().min(40) {
+            let _ = Hll::from_compact(&bytes[..cut]);
+        }
+    }
+}
+
+/// Edge cases of the compact encoding: empty, one register at each end with the largest
+/// and smallest rank, every register at the largest rank, every register non-zero.
+#[test]
+fn compact_edge_cases() {
+    let check = |pairs: Vec<(u16, u8)>| {
+        let h = Hll::from_register_pairs(pairs.clone()).expect("valid pairs");
+        for dense in [false, true] {
+            let mut h = h.clone();
+            if dense {
+                h.densify();
+            }
+            let mut bytes = Vec::new();
+            h.write_compact(&mut bytes);
+            let (back, used) = Hll::from_compact(&bytes).expect("decodes");
+            assert_eq!(used, bytes.len());
+            assert_eq!(back.register_pairs().collect::<Vec<_>>(), pairs);
+            assert_eq!(back.is_empty(), pairs.is_empty());
+            for into_dense in [false, true] {
+                let mut acc = Hll::from_register_pairs([(1, 3), (16382, 51)]).expect("valid");
+                if into_dense {
+                    acc.densify();
+                }
+                let mut expected = acc.clone();
+                expected.merge(&h);
+                assert_eq!(acc.merge_compact(&bytes), Ok(bytes.len()));
+                assert_eq!(acc, expected);
+            }
+        }
+        let mut bytes = Vec::new();
+        h.write_compact(&mut bytes);
+        bytes
+    };
+    assert_eq!(check(vec![]), vec![0], "empty: one byte");
+    check(vec![(0, MAX_RANK)]);
+    check(vec![(16383, MAX_RANK)]);
+    check(vec![(0, 1), (16383, 1)]);
+    check(vec![(0, MAX_RANK), (1, 1), (16383, MAX_RANK)]);
+    check((0..REGISTERS as u16).map(|i| (i, MAX_RANK)).collect());
+    check((0..REGISTERS as u16).map(|i| (i, 1)).collect());
+    check(
+        (0..REGISTERS as u16)
+            .map(|i| (i, (i % u16::from(MAX_RANK)) as u8 + 1))
+            .collect(),
+    );
+    // Every register at the largest rank: the estimate saturates, but the registers survive.
+    let full =
+        Hll::from_register_pairs((0..REGISTERS as u16).map(|i| (i, MAX_RANK))).expect("valid");
+    let mut bytes = Vec::new();
+    full.write_compact(&mut bytes);
+    assert_eq!(Hll::from_compact(&bytes).expect("decodes").0, full);
 }
 
 #[test]
