@@ -26,7 +26,8 @@ use crate::kpi::{KpiSnapshot, KpiState, NpsGroup};
 use crate::segments::{SegmentGuard, SegmentId, ALL_LABEL};
 use crate::watermark::{PartitionId, WatermarkTracker};
 use crate::window::{
-    Mergeable, PaneStore, Retention, TimeGrid, WindowConfigError, WindowSpec, DAY_WINDOW_NAME,
+    Mergeable, PaneRef, PaneStore, Retention, SeriesId, TimeGrid, WindowConfigError, WindowSpec,
+    DAY_WINDOW_NAME,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Serialize, Serializer};
@@ -254,6 +255,27 @@ pub struct PaneRecord {
     pub state: KpiState,
 }
 
+/// Approximate heap bytes of the engine's state by part ([`KpiEngine::state_bytes`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StateBytes {
+    /// Writable panes (within the correction horizon).
+    pub hot_panes: usize,
+    /// Frozen panes (compact, read-only).
+    pub frozen_panes: usize,
+    /// Remembered event ids (duplicate detection).
+    pub ids: usize,
+    /// Support cases being joined, and settled ones kept until their TTL.
+    pub cases: usize,
+    /// Detractors waiting for a follow-up, outbound contacts, deadlines.
+    pub follow_ups: usize,
+}
+
+impl StateBytes {
+    pub fn total(&self) -> usize {
+        self.hot_panes + self.frozen_panes + self.ids + self.cases + self.follow_ups
+    }
+}
+
 /// Counters of the engine's life so far, and its current size.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct EngineStats {
@@ -382,6 +404,9 @@ struct FollowUps {
 #[derive(Clone, Debug)]
 struct PartitionState {
     panes: PaneStore<GroupKey, KpiState>,
+    /// The pane series of the four grouping sets of each (channel, segment), indexed by
+    /// `segment · 8 + channel` (a cache: rebuilt on demand).
+    series_ids: Vec<[SeriesId; 4]>,
     /// Per source kind ([`SourceKind`]): seen event ids (128-bit hash), bucketed by
     /// event-time minute: a redelivered event carries its original event time, so it is
     /// looked up in its own minute's bucket; hot buckets stay small, and forgetting old ids
@@ -391,7 +416,13 @@ struct PartitionState {
     /// forgetting depend only on these, so a partition's state is a function of its own
     /// records (whatever other partitions do, and whenever `advance` runs).
     max_time: [Option<Millis>; 2],
+    /// Cases being joined (never `settled`: settling moves a case to `settled_cases`).
     cases: FxHashMap<Box<str>, CaseState>,
+    /// Settled cases, kept until `open + case_ttl` so that their id is not a new case: the
+    /// 128-bit hash of the case id ([`id_hash`]) → the open's event time. Nothing else of a
+    /// settled case is ever read, so a tombstone takes a few dozen bytes instead of the
+    /// case's strings and lists.
+    settled_cases: FxHashMap<u128, Millis>,
     follow_ups: FxHashMap<u64, FollowUps>,
     /// Pending follow-up deadlines: (deadline, customer hash).
     deadlines: BinaryHeap<Reverse<(Millis, u64)>>,
@@ -409,9 +440,11 @@ impl PartitionState {
     fn new(grid: TimeGrid, persist_panes: bool) -> Self {
         PartitionState {
             panes: PaneStore::new(grid).with_persistence(persist_panes),
+            series_ids: Vec::new(),
             seen: [BTreeMap::new(), BTreeMap::new()],
             max_time: [None, None],
             cases: FxHashMap::default(),
+            settled_cases: FxHashMap::default(),
             follow_ups: FxHashMap::default(),
             deadlines: BinaryHeap::new(),
         }
@@ -443,6 +476,7 @@ impl SourceKind {
 /// Pane updates plus the bookkeeping of which emitted windows they invalidate.
 struct PaneWriter<'a> {
     panes: &'a mut PaneStore<GroupKey, KpiState>,
+    series_ids: &'a mut Vec<[SeriesId; 4]>,
     grid: TimeGrid,
     /// Windows ending at or before this were emitted.
     frontier: Option<Millis>,
@@ -456,19 +490,34 @@ impl PaneWriter<'_> {
         t: Millis,
         mut update: impl FnMut(&mut KpiState),
     ) {
-        let minute = self.grid.floor(t, MINUTE_MS);
-        let corrects = self.frontier.is_some_and(|f| minute < f);
-        for k in GroupKey::grouping_sets(key.0, key.1) {
-            self.panes.apply(k, t, |s| {
-                s.updates += 1;
-                update(s)
-            });
-            if corrects {
+        let ids = self.series_ids(key);
+        self.panes.apply_ids(&ids, t, |s| {
+            s.updates += 1;
+            update(s)
+        });
+        if self.frontier.is_some_and(|f| t < f) {
+            let minute = self.grid.floor(t, MINUTE_MS);
+            for k in GroupKey::grouping_sets(key.0, key.1) {
                 let e = self.dirty.entry(k).or_insert((minute, minute));
                 e.0 = e.0.min(minute);
                 e.1 = e.1.max(minute);
             }
         }
+    }
+
+    /// The series of the four grouping sets of `key`.
+    #[inline]
+    fn series_ids(&mut self, key: (Channel, SegmentId)) -> [SeriesId; 4] {
+        let slot = key.1 as usize * Channel::ALL.len() + key.0.index();
+        if slot >= self.series_ids.len() {
+            self.series_ids.resize(slot + 1, [SeriesId::MAX; 4]);
+        }
+        if self.series_ids[slot][0] == SeriesId::MAX {
+            let panes = &mut *self.panes;
+            self.series_ids[slot] =
+                GroupKey::grouping_sets(key.0, key.1).map(|k| panes.series_id(k));
+        }
+        self.series_ids[slot]
     }
 
     /// Replaces a case's contribution to first-response (or resolution) times: retracts
@@ -657,6 +706,7 @@ impl KpiEngine {
         let key = (event.channel(), segment);
         let mut writer = PaneWriter {
             panes: &mut state.panes,
+            series_ids: &mut state.series_ids,
             grid,
             frontier: self.frontier,
             dirty: &mut self.dirty,
@@ -682,7 +732,14 @@ impl KpiEngine {
                     TouchpointKind::ContactOpened
                     | TouchpointKind::AgentReplied
                     | TouchpointKind::CaseResolved => {
-                        Self::join_case(&self.cfg, &mut state.cases, &mut writer, e, key);
+                        Self::join_case(
+                            &self.cfg,
+                            &mut state.cases,
+                            &state.settled_cases,
+                            &mut writer,
+                            e,
+                            key,
+                        );
                     }
                     TouchpointKind::OutboundContact => {
                         let follow = state.follow_ups.entry(customer).or_default();
@@ -752,6 +809,7 @@ impl KpiEngine {
     fn join_case(
         cfg: &EngineConfig,
         cases: &mut FxHashMap<Box<str>, CaseState>,
+        settled_cases: &FxHashMap<u128, Millis>,
         writer: &mut PaneWriter<'_>,
         e: &TouchpointEvent,
         key: (Channel, SegmentId),
@@ -761,7 +819,13 @@ impl KpiEngine {
         };
         let case = match cases.get_mut(case_id) {
             Some(c) => c,
-            None => cases.entry(Box::from(case_id)).or_default(),
+            None => {
+                // A settled case ignores its later events until it expires.
+                if !settled_cases.is_empty() && settled_cases.contains_key(&id_hash(case_id)) {
+                    return;
+                }
+                cases.entry(Box::from(case_id)).or_default()
+            }
         };
         if case.settled {
             return;
@@ -1035,37 +1099,96 @@ impl KpiEngine {
             .sum()
     }
 
-    /// The states of every window ending at `end` for `key`, in one backward sweep: the
-    /// windows are nested (same end, different starts), so each pane is merged once and each
-    /// longer window continues from the shorter one. Returns, per window index, the state and
-    /// whether it differs from the next shorter window's (so its snapshot can be reused).
+    /// Merges `key`'s panes of one tier starting in `[from, to)` from every partition.
+    fn merge_tier(
+        &self,
+        key: &GroupKey,
+        tier: crate::window::Tier,
+        from: Millis,
+        to: Millis,
+        acc: &mut KpiState,
+    ) -> usize {
+        if from >= to {
+            return 0;
+        }
+        self.partitions
+            .values()
+            .filter_map(|p| p.panes.series(key))
+            .map(|series| series.merge_tier_range(tier, from, to, acc))
+            .sum()
+    }
+
+    /// The states of every window ending at `end` for `key`, in one backward sweep.
+    ///
+    /// Read backwards from `end`, every window's tiling (see
+    /// [`crate::window::PaneSeries::merge_range_into`]) starts on one common *spine* —
+    /// minutes back to the last full hour `b1`, hours back to the last midnight `b2`, then
+    /// whole days — and leaves it at some point `p` for its own ragged tail (the hours
+    /// before its first midnight, the minutes before its first full hour). The spine is
+    /// merged once into a running accumulator; each window takes a copy at its `p` and adds
+    /// its tail. So each window reads exactly the panes of its own tiling (what the
+    /// retention keeps), and the shared part is merged once. Returns, per window index, the
+    /// state and whether it differs from the previous one returned (so its snapshot can be
+    /// reused).
     fn nested_states(&self, key: &GroupKey, end: Millis) -> Vec<(usize, KpiState, bool)> {
-        let mut order: Vec<(Millis, usize)> = self
+        use crate::window::Tier;
+        let g = &self.grid;
+        let b1 = g.floor(end, HOUR_MS);
+        let b2 = g.floor(b1, DAY_MS);
+        // (spine point, window, ragged tail pieces)
+        type Step = (Millis, usize, [(Tier, Millis, Millis); 2]);
+        let mut plan: Vec<Step> = self
             .cfg
             .windows
             .iter()
             .enumerate()
-            .map(|(i, w)| (w.start_for(&self.grid, end), i))
+            .map(|(wi, w)| {
+                let s = w.start_for(g, end);
+                let a1 = g.ceil(s, HOUR_MS);
+                let none = (Tier::Minute, 0, 0);
+                if a1 >= b1 {
+                    // Minutes only: on the spine down to b1, the rest is tail.
+                    (s.max(b1), wi, [(Tier::Minute, s, b1.min(end)), none])
+                } else {
+                    let a2 = g.ceil(a1, DAY_MS);
+                    let minutes = (Tier::Minute, s, a1);
+                    if a2 < b2 {
+                        (a2, wi, [(Tier::Hour, a1, a2), minutes])
+                    } else if a1 >= b2 {
+                        (a1, wi, [minutes, none])
+                    } else {
+                        (b2, wi, [(Tier::Hour, a1, b2), minutes])
+                    }
+                }
+            })
             .collect();
-        order.sort_unstable_by_key(|o| std::cmp::Reverse(o.0));
+        plan.sort_unstable_by_key(|(p, wi, _)| (std::cmp::Reverse(*p), *wi));
         let mut acc = KpiState::default();
         // A window longer than a few hours merges many panes: a dense distinct-count
         // accumulator takes each sparse pane in O(its entries) instead of re-merging lists.
-        if order
-            .last()
-            .is_some_and(|(start, _)| end - start > 6 * HOUR_MS)
-        {
+        if plan.last().is_some_and(|(p, _, _)| end - p > 6 * HOUR_MS) {
             acc.customers.densify();
         }
         let mut cursor = end;
-        let mut out = Vec::with_capacity(order.len());
-        for (start, wi) in order {
-            let mut changed = out.is_empty();
-            if start < cursor {
-                changed |= self.merge_range(key, start, cursor, &mut acc) > 0;
-                cursor = start;
+        let mut prev_tail = 0;
+        let mut out = Vec::with_capacity(plan.len());
+        for (p, wi, tail) in plan {
+            let mut merged = 0;
+            if p < cursor {
+                // The spine between p and the cursor, in the spine's tiers.
+                merged += self.merge_tier(key, Tier::Minute, p.max(b1), cursor, &mut acc);
+                merged += self.merge_tier(key, Tier::Hour, p.max(b2), cursor.min(b1), &mut acc);
+                merged += self.merge_tier(key, Tier::Day, p, cursor.min(b2), &mut acc);
+                cursor = p;
             }
-            out.push((wi, acc.clone(), changed));
+            let mut state = acc.clone();
+            let mut tail_merged = 0;
+            for (tier, from, to) in tail {
+                tail_merged += self.merge_tier(key, tier, from, to, &mut state);
+            }
+            let changed = out.is_empty() || merged > 0 || tail_merged > 0 || prev_tail > 0;
+            prev_tail = tail_merged;
+            out.push((wi, state, changed));
         }
         out
     }
@@ -1201,6 +1324,7 @@ impl KpiEngine {
         let deadline = cfg.follow_up_deadline_ms;
         let mut writer = PaneWriter {
             panes: &mut state.panes,
+            series_ids: &mut state.series_ids,
             grid,
             frontier,
             dirty,
@@ -1273,17 +1397,25 @@ impl KpiEngine {
             // delivered anything, any detractor may still come: keep every contact.
             let outbound_floor = state.floor(SourceKind::Surveys, cfg).unwrap_or(Millis::MIN);
             let floor = tp_floor;
-            state.cases.retain(|_, case| {
+            let ttl = cfg.case_ttl_ms;
+            state
+                .settled_cases
+                .retain(|_, open_at| *open_at + ttl >= floor);
+            let settled_cases = &mut state.settled_cases;
+            state.cases.retain(|id, case| {
                 if case.is_expired(floor, cfg) {
                     if !case.settled && case.open.is_some() && case.first_response(cfg).is_none() {
                         expired_unanswered += 1;
                     }
                     return false;
                 }
-                if !case.settled && case.open.is_some() && case.is_final(floor, cfg) {
-                    case.settled = true;
-                    case.replies = Vec::new();
-                    case.resolutions = Vec::new();
+                if !case.settled && case.is_final(floor, cfg) {
+                    if let Some(open) = &case.open {
+                        // Settled: only its open time matters from now on (it expires at
+                        // open + TTL); until then its id is ignored.
+                        settled_cases.insert(id_hash(id), open.at);
+                        return false;
+                    }
                 }
                 true
             });
@@ -1334,7 +1466,11 @@ impl KpiEngine {
         s.minute_panes = self.pane_count(crate::window::Tier::Minute);
         s.hour_panes = self.pane_count(crate::window::Tier::Hour);
         s.day_panes = self.pane_count(crate::window::Tier::Day);
-        s.open_cases = self.partitions.values().map(|p| p.cases.len()).sum();
+        s.open_cases = self
+            .partitions
+            .values()
+            .map(|p| p.cases.len() + p.settled_cases.len())
+            .sum();
         s.follow_up_customers = self.partitions.values().map(|p| p.follow_ups.len()).sum();
         s.dedup_ids = self
             .partitions
@@ -1345,11 +1481,71 @@ impl KpiEngine {
         s
     }
 
+    /// How many panes of `tier` are frozen (compact, read-only: see [`crate::window::Freeze`]).
+    pub fn frozen_pane_count(&self, tier: crate::window::Tier) -> usize {
+        self.partitions
+            .values()
+            .map(|p| p.panes.frozen_count(tier))
+            .sum()
+    }
+
     fn pane_count(&self, tier: crate::window::Tier) -> usize {
         self.partitions
             .values()
             .map(|p| p.panes.pane_count(tier))
             .sum()
+    }
+
+    /// Approximate bytes of the engine's state by part (walks everything: for benchmarks).
+    pub fn state_bytes(&self) -> StateBytes {
+        use std::mem::size_of;
+        // Heap blocks carry a header and are rounded up (glibc: 16-byte steps, 32 minimum).
+        let block = |n: usize| {
+            if n == 0 {
+                0
+            } else {
+                (n + 8).max(32).next_multiple_of(16)
+            }
+        };
+        let mut b = StateBytes::default();
+        for p in self.partitions.values() {
+            for (_, series) in p.panes.iter() {
+                for tier in crate::window::Tier::ALL {
+                    for (_, pane) in series.panes(tier) {
+                        // The ring-buffer slot: start + pane handle.
+                        let slot = 32;
+                        match pane {
+                            PaneRef::Hot(s) => {
+                                b.hot_panes += slot
+                                    + block(size_of::<KpiState>() + 8)
+                                    + s.approx_bytes().saturating_sub(size_of::<KpiState>())
+                            }
+                            PaneRef::Frozen(f) => b.frozen_panes += slot + block(f.len()),
+                        }
+                    }
+                }
+            }
+            for buckets in &p.seen {
+                for ids in buckets.values() {
+                    b.ids += 64 + ids.capacity() * (size_of::<u128>() + 1);
+                }
+            }
+            b.cases += p.cases.capacity() * (size_of::<(Box<str>, CaseState)>() + 1)
+                + p.settled_cases.capacity() * (size_of::<(u128, Millis)>() + 1);
+            for (id, case) in &p.cases {
+                b.cases += block(id.len())
+                    + block(case.replies.capacity() * 8)
+                    + block(case.resolutions.capacity() * 8)
+                    + case.open.as_ref().map_or(0, |o| block(o.event_id.len()));
+            }
+            b.follow_ups += p.follow_ups.capacity() * (size_of::<(u64, FollowUps)>() + 1)
+                + p.deadlines.capacity() * size_of::<(Millis, u64)>();
+            for f in p.follow_ups.values() {
+                b.follow_ups += block(f.outbound.capacity() * 8)
+                    + block(f.detractors.capacity() * size_of::<Detractor>());
+            }
+        }
+        b
     }
 
     /// Approximate bytes held in panes (walks every pane: for benchmarks and periodic gauges).
@@ -1358,9 +1554,12 @@ impl KpiEngine {
             .values()
             .flat_map(|p| p.panes.iter())
             .flat_map(|(_, series)| {
-                crate::window::Tier::ALL
-                    .into_iter()
-                    .flat_map(move |tier| series.panes(tier).map(|(_, s)| s.approx_bytes() + 48))
+                crate::window::Tier::ALL.into_iter().flat_map(move |tier| {
+                    series.panes(tier).map(|(_, pane)| match pane {
+                        PaneRef::Hot(s) => s.approx_bytes() + 48,
+                        PaneRef::Frozen(f) => f.len() + 48,
+                    })
+                })
             })
             .sum()
     }
@@ -1391,17 +1590,41 @@ struct PartitionSnapshot {
     deadlines: Vec<(Millis, u64)>,
 }
 
-const SNAPSHOT_FORMAT: u32 = 1;
+/// 2: settled cases are written as [`settled_entry`] (format 1, which named them by their
+/// case id, is still read).
+const SNAPSHOT_FORMAT: u32 = 2;
+
+/// Prefix of the id under which a settled case is checkpointed: NUL, then its id hash in
+/// hex (no case id starts with NUL: ids are validated text).
+const SETTLED_ID_PREFIX: char = '\u{0}';
+
+/// A settled case as a checkpoint entry (format 2): only its open time is meaningful.
+fn settled_entry(hash: u128, open_at: Millis) -> (String, CaseState) {
+    let case = CaseState {
+        settled: true,
+        open: Some(CaseOpen {
+            at: open_at,
+            event_id: Box::from(""),
+            key: (Channel::Unknown, 0),
+        }),
+        ..CaseState::default()
+    };
+    (format!("{SETTLED_ID_PREFIX}{hash:032x}"), case)
+}
 
 /// A checkpoint that cannot be restored.
 #[derive(Debug, Error)]
 pub enum CheckpointError {
     #[error("checkpoint is not readable: {0}")]
     Decode(#[from] postcard::Error),
-    #[error("checkpoint format {found} is not supported (this build reads {SNAPSHOT_FORMAT})")]
+    #[error(
+        "checkpoint format {found} is not supported (this build reads 1 to {SNAPSHOT_FORMAT})"
+    )]
     Format { found: u32 },
     #[error("checkpoint segment {0:?} is not admitted in the same order by this configuration (preset segments changed?)")]
     Segments(String),
+    #[error("checkpoint holds a malformed settled case entry {0:?}")]
+    SettledCase(String),
     #[error(transparent)]
     Config(#[from] EngineConfigError),
 }
@@ -1440,7 +1663,7 @@ impl KpiEngine {
                             crate::window::Tier::ALL.into_iter().flat_map(move |tier| {
                                 series
                                     .panes(tier)
-                                    .map(move |(start, s)| (*k, tier, start, s.clone()))
+                                    .map(move |(start, s)| (*k, tier, start, s.to_state()))
                             })
                         })
                         .collect(),
@@ -1455,6 +1678,11 @@ impl KpiEngine {
                         .cases
                         .iter()
                         .map(|(id, c)| (id.to_string(), c.clone()))
+                        .chain(
+                            p.settled_cases
+                                .iter()
+                                .map(|(hash, at)| settled_entry(*hash, *at)),
+                        )
                         .collect(),
                     follow_ups: p.follow_ups.iter().map(|(c, f)| (*c, f.clone())).collect(),
                     deadlines: p.deadlines.iter().map(|Reverse(d)| *d).collect(),
@@ -1472,7 +1700,7 @@ impl KpiEngine {
         now: Millis,
     ) -> Result<KpiEngine, CheckpointError> {
         let snapshot: EngineSnapshot = postcard::from_bytes(checkpoint)?;
-        if snapshot.format != SNAPSHOT_FORMAT {
+        if !(1..=SNAPSHOT_FORMAT).contains(&snapshot.format) {
             return Err(CheckpointError::Format {
                 found: snapshot.format,
             });
@@ -1505,11 +1733,20 @@ impl KpiEngine {
                     .collect()
             });
             state.max_time = p.max_time;
-            state.cases = p
-                .cases
-                .into_iter()
-                .map(|(id, c)| (id.into_boxed_str(), c))
-                .collect();
+            for (id, c) in p.cases {
+                if !c.settled {
+                    state.cases.insert(id.into_boxed_str(), c);
+                    continue;
+                }
+                let hash = match id.strip_prefix(SETTLED_ID_PREFIX) {
+                    Some(hex) if snapshot.format >= 2 => u128::from_str_radix(hex, 16)
+                        .map_err(|_| CheckpointError::SettledCase(id.clone()))?,
+                    _ => id_hash(&id),
+                };
+                if let Some(open) = c.open {
+                    state.settled_cases.insert(hash, open.at);
+                }
+            }
             state.follow_ups = p.follow_ups.into_iter().collect();
             state.deadlines = p.deadlines.into_iter().map(Reverse).collect();
             engine.partitions.insert(p.partition, state);

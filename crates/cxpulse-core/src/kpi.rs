@@ -7,7 +7,7 @@
 //! from the merged parts, never averaged from other derived values.
 
 use crate::events::Currency;
-use crate::window::Mergeable;
+use crate::window::{Freeze, Mergeable};
 use cxpulse_sketch::{DurationSketch, Hll};
 use serde::{Deserialize, Serialize};
 
@@ -410,6 +410,263 @@ impl Mergeable for KpiState {
     }
 }
 
+/// A [`KpiState`] in its compact, read-only form (frozen panes, see [`Freeze`]): only the
+/// parts that are present, as varints, and the distinct-customer sketch in the compact
+/// HyperLogLog encoding ([`Hll::write_compact`], about 7 bits per non-zero register).
+/// In-memory only (checkpoints serialize the thawed [`KpiState`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct FrozenKpi(Box<[u8]>);
+
+impl std::fmt::Debug for FrozenKpi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrozenKpi")
+            .field("bytes", &self.0.len())
+            .finish()
+    }
+}
+
+impl FrozenKpi {
+    /// Bytes held.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Which parts a frozen state holds (a bit each, in this order).
+mod part {
+    pub const UPDATES: u32 = 1;
+    pub const TOUCHPOINTS: u32 = 1 << 1;
+    pub const NPS: u32 = 1 << 2;
+    pub const CSAT: u32 = 1 << 3;
+    pub const CES: u32 = 1 << 4;
+    pub const CONTACTS: u32 = 1 << 5;
+    pub const FIRST_RESPONSE: u32 = 1 << 6;
+    pub const RESOLUTION: u32 = 1 << 7;
+    pub const CLOSED_LOOP: u32 = 1 << 8;
+    pub const PURCHASES: u32 = 1 << 9;
+    pub const REVENUE: u32 = 1 << 10;
+    pub const CUSTOMERS: u32 = 1 << 11;
+}
+
+mod frozen_io {
+    pub fn put(out: &mut Vec<u8>, mut v: u128) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    pub struct Cursor<'a> {
+        pub bytes: &'a [u8],
+        pub pos: usize,
+    }
+
+    impl Cursor<'_> {
+        #[inline]
+        pub fn get(&mut self) -> u128 {
+            let mut v = 0u128;
+            let mut shift = 0;
+            loop {
+                let b = self.bytes[self.pos];
+                self.pos += 1;
+                v |= u128::from(b & 0x7f) << shift;
+                if b & 0x80 == 0 {
+                    return v;
+                }
+                shift += 7;
+            }
+        }
+
+        #[inline]
+        pub fn u64(&mut self) -> u64 {
+            self.get() as u64
+        }
+
+        pub fn take(&mut self, n: usize) -> &[u8] {
+            let s = &self.bytes[self.pos..self.pos + n];
+            self.pos += n;
+            s
+        }
+
+        pub fn rest(&self) -> &[u8] {
+            &self.bytes[self.pos..]
+        }
+    }
+}
+
+const FROZEN_BUG: &str = "frozen pane not written by KpiState::freeze";
+
+impl KpiState {
+    fn merge_frozen_parts(&mut self, frozen: &[u8]) {
+        let mut c = frozen_io::Cursor {
+            bytes: frozen,
+            pos: 0,
+        };
+        let mask = c.get() as u32;
+        let has = |bit: u32| mask & bit != 0;
+        if has(part::UPDATES) {
+            self.updates += c.u64();
+        }
+        if has(part::TOUCHPOINTS) {
+            self.touchpoints += c.u64();
+        }
+        if has(part::NPS) {
+            self.nps.merge(&NpsTally {
+                promoters: c.u64(),
+                passives: c.u64(),
+                detractors: c.u64(),
+            });
+        }
+        if has(part::CSAT) {
+            self.csat.merge(&CsatTally {
+                satisfied: c.u64(),
+                n: c.u64(),
+            });
+        }
+        if has(part::CES) {
+            self.ces.merge(&CesTally {
+                sum: c.u64(),
+                n: c.u64(),
+                easy: c.u64(),
+            });
+        }
+        if has(part::CONTACTS) {
+            self.contacts += c.u64();
+        }
+        for bit in [part::FIRST_RESPONSE, part::RESOLUTION] {
+            if has(bit) {
+                let within_target = c.u64();
+                let len = c.u64() as usize;
+                let sketch = DurationSketch::from_bytes(c.take(len)).expect(FROZEN_BUG);
+                let tally = if bit == part::FIRST_RESPONSE {
+                    self.first_response_mut()
+                } else {
+                    self.resolution_mut()
+                };
+                tally.merge(&ResponseTimeTally {
+                    sketch,
+                    within_target,
+                });
+            }
+        }
+        if has(part::CLOSED_LOOP) {
+            self.closed_loop.merge(&ClosedLoopTally {
+                due: c.u64(),
+                closed: c.u64(),
+            });
+        }
+        if has(part::PURCHASES) {
+            self.purchases += c.u64();
+        }
+        if has(part::REVENUE) {
+            for _ in 0..c.u64() {
+                let currency = std::str::from_utf8(c.take(3))
+                    .ok()
+                    .and_then(Currency::parse)
+                    .expect(FROZEN_BUG);
+                let z = c.get();
+                let units = ((z >> 1) as i128) ^ -((z & 1) as i128);
+                let count = c.u64();
+                self.revenue.add_line(currency, units, count);
+            }
+        }
+        if has(part::CUSTOMERS) {
+            let used = self.customers.merge_compact(c.rest()).expect(FROZEN_BUG);
+            c.pos += used;
+        }
+        debug_assert_eq!(c.pos, frozen.len(), "{FROZEN_BUG}");
+    }
+}
+
+impl Freeze for KpiState {
+    type Frozen = FrozenKpi;
+
+    fn freeze(&self) -> FrozenKpi {
+        use frozen_io::put;
+        let mut mask = 0u32;
+        let mut out = Vec::with_capacity(24);
+        fn counter(out: &mut Vec<u8>, mask: &mut u32, bit: u32, values: &[u64]) {
+            if values.iter().any(|v| *v != 0) {
+                *mask |= bit;
+                for v in values {
+                    frozen_io::put(out, u128::from(*v));
+                }
+            }
+        }
+        counter(&mut out, &mut mask, part::UPDATES, &[self.updates]);
+        counter(&mut out, &mut mask, part::TOUCHPOINTS, &[self.touchpoints]);
+        let n = &self.nps;
+        counter(
+            &mut out,
+            &mut mask,
+            part::NPS,
+            &[n.promoters, n.passives, n.detractors],
+        );
+        counter(
+            &mut out,
+            &mut mask,
+            part::CSAT,
+            &[self.csat.satisfied, self.csat.n],
+        );
+        let ces = &self.ces;
+        counter(&mut out, &mut mask, part::CES, &[ces.sum, ces.n, ces.easy]);
+        counter(&mut out, &mut mask, part::CONTACTS, &[self.contacts]);
+        for (bit, tally) in [
+            (part::FIRST_RESPONSE, &self.first_response),
+            (part::RESOLUTION, &self.resolution),
+        ] {
+            // Present but empty (every duration retracted) is kept as such: thawing gives
+            // back the same state, and merging it the same as merging the hot one.
+            if let Some(t) = tally.as_deref() {
+                mask |= bit;
+                put(&mut out, u128::from(t.within_target));
+                let bytes = t.sketch.to_bytes();
+                put(&mut out, bytes.len() as u128);
+                out.extend_from_slice(&bytes);
+            }
+        }
+        let cl = &self.closed_loop;
+        counter(&mut out, &mut mask, part::CLOSED_LOOP, &[cl.due, cl.closed]);
+        counter(&mut out, &mut mask, part::PURCHASES, &[self.purchases]);
+        if !self.revenue.is_empty() {
+            mask |= part::REVENUE;
+            put(&mut out, self.revenue.lines.len() as u128);
+            for &(currency, units, count) in &self.revenue.lines {
+                out.extend_from_slice(currency.as_str().as_bytes());
+                put(&mut out, ((units << 1) ^ (units >> 127)) as u128);
+                put(&mut out, u128::from(count));
+            }
+        }
+        if !self.customers.is_empty() {
+            mask |= part::CUSTOMERS;
+            self.customers.write_compact(&mut out);
+        }
+        let mut bytes = Vec::with_capacity(out.len() + 3);
+        frozen_io::put(&mut bytes, u128::from(mask));
+        bytes.extend_from_slice(&out);
+        FrozenKpi(bytes.into_boxed_slice())
+    }
+
+    fn thaw(frozen: &FrozenKpi) -> Self {
+        let mut s = KpiState::default();
+        s.merge_frozen(frozen);
+        s
+    }
+
+    fn merge_frozen(&mut self, frozen: &FrozenKpi) {
+        self.merge_frozen_parts(&frozen.0);
+    }
+
+    fn frozen_bytes(frozen: &FrozenKpi) -> usize {
+        frozen.len()
+    }
+}
+
 /// NPS values.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct NpsSnapshot {
@@ -656,6 +913,197 @@ mod tests {
         assert_eq!(snap.customers, 2);
         assert!(!ab.is_empty());
         assert!(KpiState::default().is_empty());
+    }
+
+    fn rich_state(seed: u64) -> KpiState {
+        let mut s = KpiState {
+            updates: 7 + seed,
+            touchpoints: 3,
+            contacts: 1 + seed,
+            purchases: 2,
+            ..Default::default()
+        };
+        s.nps.add(10);
+        s.nps.add(3);
+        s.csat.add(4);
+        s.ces.add(6);
+        s.closed_loop.due = 2;
+        s.closed_loop.closed = 1;
+        s.first_response_mut().add(60_000 * seed as i64, true);
+        s.resolution_mut().add(0, true);
+        s.revenue.add(Currency::parse("EUR").unwrap(), -12_3400);
+        s.revenue.add(Currency::parse("JPY").unwrap(), i64::MAX);
+        for i in 0..(seed * 700) {
+            s.customers.insert(&(i ^ seed << 32).to_le_bytes());
+        }
+        s.prepare();
+        s
+    }
+
+    #[test]
+    fn frozen_state_thaws_and_merges_exactly() {
+        for seed in [0, 1, 3, 40] {
+            let a = rich_state(seed);
+            let frozen = a.freeze();
+            assert_eq!(KpiState::thaw(&frozen), a, "seed {seed}");
+            for other_seed in [0, 2, 30] {
+                let b = rich_state(other_seed);
+                let mut expected = b.clone();
+                expected.merge(&a);
+                let mut got = b.clone();
+                got.merge_frozen(&frozen);
+                assert_eq!(got, expected, "seed {seed} into {other_seed}");
+            }
+        }
+        // Nothing but the parts that are present.
+        let empty = KpiState::default().freeze();
+        assert_eq!(empty.len(), 1);
+        assert_eq!(KpiState::thaw(&empty), KpiState::default());
+        let mut one = KpiState {
+            updates: 1,
+            touchpoints: 1,
+            ..Default::default()
+        };
+        one.customers.insert(b"c1");
+        assert!(one.freeze().len() <= 10, "{}", one.freeze().len());
+    }
+
+    #[test]
+    fn frozen_state_keeps_edge_cases() {
+        // A duration tally emptied by a retraction stays present (`Some`), extreme counters
+        // and revenue survive, and a dense sketch at the largest rank survives.
+        let mut s = KpiState {
+            updates: u64::MAX,
+            purchases: u64::MAX - 1,
+            ..Default::default()
+        };
+        s.first_response_mut().add(5_000, true);
+        s.first_response_mut().retract(5_000, true);
+        assert!(s.first_response.as_ref().is_some_and(|t| t.is_empty()));
+        s.resolution_mut().add(-3, false);
+        s.revenue
+            .add_line(Currency::parse("EUR").unwrap(), i128::MIN / 2, u64::MAX);
+        s.revenue
+            .add_line(Currency::parse("USD").unwrap(), i128::MAX / 2, 1);
+        s.customers = Hll::from_register_pairs((0..16384u16).map(|i| (i, 51))).unwrap();
+        s.prepare();
+        let frozen = s.freeze();
+        assert_eq!(KpiState::thaw(&frozen), s);
+        let mut into_empty = KpiState::default();
+        into_empty.merge_frozen(&frozen);
+        let mut expected = KpiState::default();
+        expected.merge(&s);
+        assert_eq!(into_empty, expected);
+        // A dense, still empty accumulator (what long windows start from).
+        let mut acc = KpiState::default();
+        acc.customers.densify();
+        let mut expected = acc.clone();
+        expected.merge(&rich_state(3));
+        acc.merge_frozen(&rich_state(3).freeze());
+        assert_eq!(acc, expected);
+        assert!(!acc.customers.is_empty());
+    }
+
+    /// A pane store whose panes freeze (and thaw on late writes) holds and reads exactly what
+    /// one that never freezes does.
+    #[test]
+    fn freezing_panes_is_invisible() {
+        use crate::events::{DAY_MS, MINUTE_MS};
+        use crate::window::{PaneStore, Retention, Tier, TimeGrid};
+        let grid = TimeGrid::new(0).unwrap();
+        let t0 = 1_700_000_000_000 - 1_700_000_000_000 % DAY_MS;
+        let mut frozen: PaneStore<u8, KpiState> = PaneStore::new(grid);
+        let mut hot: PaneStore<u8, KpiState> = PaneStore::new(grid);
+        let keep = Retention {
+            minute_ms: 10 * DAY_MS,
+            hour_ms: 10 * DAY_MS,
+            day_ms: 10 * DAY_MS,
+            freeze_ms: 30 * MINUTE_MS,
+        };
+        let never = Retention {
+            freeze_ms: 100 * DAY_MS,
+            ..keep
+        };
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let minutes = 3 * 24 * 60;
+        for step in 0..6000u64 {
+            let r = next();
+            // Mostly near the newest minute, sometimes far back (into frozen panes).
+            let newest = step * minutes / 6000;
+            let minute = if r % 10 == 0 {
+                (r >> 8) % (newest + 1)
+            } else {
+                newest.saturating_sub((r >> 8) % 5)
+            };
+            let t = t0 + (minute as i64) * MINUTE_MS + (r >> 40) as i64 % MINUTE_MS;
+            let key = (r >> 20) as u8 % 3;
+            let customer = (r >> 24) % 5000;
+            let update = |s: &mut KpiState| {
+                s.updates += 1;
+                match r % 5 {
+                    0 => s.nps.add((r >> 32) as i32 % 11),
+                    1 => s
+                        .first_response_mut()
+                        .add((r >> 30) as i64 % 100_000_000, r & 64 != 0),
+                    2 => s.revenue.add(
+                        Currency::parse("EUR").unwrap(),
+                        (r >> 33) as i64 - (1 << 29),
+                    ),
+                    3 => s.contacts += 1,
+                    _ => s.touchpoints += 1,
+                }
+                s.customers.insert(&customer.to_le_bytes());
+            };
+            frozen.apply(key, t, update);
+            hot.apply(key, t, update);
+            if step % 97 == 0 {
+                let frontier = grid.floor(t0 + newest as i64 * MINUTE_MS, MINUTE_MS);
+                for (store, retention) in [(&mut frozen, &keep), (&mut hot, &never)] {
+                    store.prepare_reads();
+                    store.close_through(frontier);
+                    store.evict(frontier, retention);
+                }
+            }
+        }
+        assert!(frozen.frozen_count(Tier::Minute) > 1000);
+        assert!(frozen.frozen_count(Tier::Hour) > 10);
+        assert!(frozen.frozen_count(Tier::Day) > 0);
+        assert_eq!(hot.frozen_count(Tier::Minute), 0);
+        frozen.prepare_reads();
+        hot.prepare_reads();
+        for key in 0..3u8 {
+            let (f, h) = (frozen.series(&key).unwrap(), hot.series(&key).unwrap());
+            for tier in Tier::ALL {
+                let fp: Vec<_> = f.panes(tier).map(|(t, p)| (t, p.to_state())).collect();
+                let hp: Vec<_> = h.panes(tier).map(|(t, p)| (t, p.to_state())).collect();
+                assert_eq!(fp, hp, "key {key} {tier:?}");
+            }
+            for (from, to) in [
+                (0, minutes),
+                (7, 1500),
+                (60, 2 * 24 * 60),
+                (1439, 4000),
+                (4000, minutes),
+            ] {
+                let range = |store: &PaneStore<u8, KpiState>| {
+                    let mut acc = KpiState::default();
+                    let n = store.merge_range_into(
+                        &key,
+                        t0 + from as i64 * MINUTE_MS,
+                        t0 + to as i64 * MINUTE_MS,
+                        &mut acc,
+                    );
+                    (n, acc)
+                };
+                assert_eq!(range(&frozen), range(&hot), "key {key} [{from}, {to})");
+            }
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@
 use crate::events::{Millis, DAY_MS, HOUR_MS, MINUTE_MS};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::hash::Hash;
 use thiserror::Error;
 
@@ -188,49 +188,250 @@ impl WindowSpec {
 /// Name of the tumbling calendar-day window kind.
 pub const DAY_WINDOW_NAME: &str = "day";
 
-/// One pane: its state and why it is in the store's change list.
+/// A state with a compact, read-only form, for panes that no write reaches any more
+/// (**frozen** panes: behind the correction horizon). A frozen pane is merged into window
+/// accumulators straight from its compact form; writing one (rare: only a source coming
+/// back from idleness can reach that far) thaws it first.
+pub trait Freeze: Mergeable {
+    /// The compact form.
+    type Frozen: Clone + std::fmt::Debug;
+    /// The compact form of a prepared state: `thaw(&freeze(s)) == s`.
+    fn freeze(&self) -> Self::Frozen;
+    fn thaw(frozen: &Self::Frozen) -> Self;
+    /// The same as `self.merge(&Self::thaw(frozen))`, without building the thawed state.
+    fn merge_frozen(&mut self, frozen: &Self::Frozen);
+    /// Approximate heap bytes of a frozen state.
+    fn frozen_bytes(frozen: &Self::Frozen) -> usize;
+}
+
+/// A writable pane: its state and why it is in the store's change list.
 #[derive(Clone, Debug, Default)]
 struct Pane<S> {
     state: S,
     flags: u8,
 }
 
-/// The panes of one series (one group key) in the three tiers.
 #[derive(Clone, Debug)]
-pub struct PaneSeries<S> {
-    tiers: [BTreeMap<Millis, Pane<S>>; 3],
+enum Slot<S: Freeze> {
+    Hot(Box<Pane<S>>),
+    Frozen(S::Frozen),
 }
 
-impl<S> Default for PaneSeries<S> {
-    fn default() -> Self {
-        PaneSeries {
-            tiers: [BTreeMap::new(), BTreeMap::new(), BTreeMap::new()],
+/// A pane as read: writable (hot) or frozen.
+pub enum PaneRef<'a, S: Freeze> {
+    Hot(&'a S),
+    Frozen(&'a S::Frozen),
+}
+
+impl<S: Freeze> PaneRef<'_, S> {
+    /// Merges this pane into `acc`.
+    pub fn merge_into(&self, acc: &mut S) {
+        match self {
+            PaneRef::Hot(s) => acc.merge(s),
+            PaneRef::Frozen(f) => acc.merge_frozen(f),
+        }
+    }
+
+    /// The pane's state (thawed if frozen).
+    pub fn to_state(&self) -> S {
+        match self {
+            PaneRef::Hot(s) => (*s).clone(),
+            PaneRef::Frozen(f) => S::thaw(f),
+        }
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        matches!(self, PaneRef::Frozen(_))
+    }
+}
+
+impl<'a, S: Freeze> From<&'a Slot<S>> for PaneRef<'a, S> {
+    fn from(slot: &'a Slot<S>) -> Self {
+        match slot {
+            Slot::Hot(p) => PaneRef::Hot(&p.state),
+            Slot::Frozen(f) => PaneRef::Frozen(f),
         }
     }
 }
 
-impl<S: Mergeable> PaneSeries<S> {
-    pub fn is_empty(&self) -> bool {
-        self.tiers.iter().all(BTreeMap::is_empty)
+/// The panes of one tier of one series, sorted by start. Panes are added at the back and
+/// dropped at the front, so a ring buffer holds them.
+#[derive(Clone, Debug)]
+struct TierPanes<S: Freeze> {
+    panes: VecDeque<(Millis, Slot<S>)>,
+    /// Every pane before this index is frozen.
+    hot_from: usize,
+}
+
+impl<S: Freeze> Default for TierPanes<S> {
+    fn default() -> Self {
+        TierPanes {
+            panes: VecDeque::new(),
+            hot_from: 0,
+        }
+    }
+}
+
+impl<S: Freeze> TierPanes<S> {
+    /// Where the pane starting at `start` is (`Ok`) or would be inserted (`Err`).
+    #[inline]
+    fn position(&self, start: Millis) -> Result<usize, usize> {
+        // Nearly every write goes to the newest pane or right after it.
+        match self.panes.back() {
+            None => return Err(0),
+            Some((last, _)) if *last < start => return Err(self.panes.len()),
+            Some((last, _)) if *last == start => return Ok(self.panes.len() - 1),
+            _ => {}
+        }
+        self.panes.binary_search_by_key(&start, |(s, _)| *s)
     }
 
-    pub fn pane_count(&self, tier: Tier) -> usize {
-        self.tiers[tier.index()].len()
+    /// The writable pane starting at `start`, created or thawed if needed.
+    #[inline]
+    fn hot_mut(&mut self, start: Millis) -> &mut Pane<S> {
+        let i = match self.position(start) {
+            Ok(i) => i,
+            Err(i) => {
+                self.panes.insert(i, (start, Slot::Hot(Box::default())));
+                if i < self.hot_from {
+                    self.hot_from = i;
+                }
+                i
+            }
+        };
+        if let Slot::Frozen(f) = &self.panes[i].1 {
+            let state = S::thaw(f);
+            self.panes[i].1 = Slot::Hot(Box::new(Pane { state, flags: 0 }));
+            self.hot_from = self.hot_from.min(i);
+        }
+        match &mut self.panes[i].1 {
+            Slot::Hot(p) => p,
+            Slot::Frozen(_) => unreachable!("thawed above"),
+        }
     }
 
-    pub fn panes(&self, tier: Tier) -> impl Iterator<Item = (Millis, &S)> {
-        self.tiers[tier.index()].iter().map(|(t, p)| (*t, &p.state))
+    /// The pane starting at `start` if it exists and is writable.
+    fn get_hot_mut(&mut self, start: Millis) -> Option<&mut Pane<S>> {
+        let i = self.position(start).ok()?;
+        match &mut self.panes[i].1 {
+            Slot::Hot(p) => Some(p),
+            Slot::Frozen(_) => None,
+        }
     }
 
-    fn merge_tier_range(&self, tier: Tier, from: Millis, to: Millis, acc: &mut S) -> usize {
+    fn get(&self, start: Millis) -> Option<PaneRef<'_, S>> {
+        let i = self.position(start).ok()?;
+        Some((&self.panes[i].1).into())
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (Millis, PaneRef<'_, S>)> {
+        self.panes.iter().map(|(t, slot)| (*t, slot.into()))
+    }
+
+    /// The panes starting in `[from, to)`.
+    fn range(&self, from: Millis, to: Millis) -> impl Iterator<Item = (Millis, &Slot<S>)> {
+        let i = self.panes.partition_point(|(s, _)| *s < from);
+        self.panes
+            .range(i..)
+            .take_while(move |(s, _)| *s < to)
+            .map(|(s, slot)| (*s, slot))
+    }
+
+    fn merge_range(&self, from: Millis, to: Millis, acc: &mut S) -> usize {
         let mut merged = 0;
         if from < to {
-            for p in self.tiers[tier.index()].range(from..to).map(|(_, p)| p) {
-                acc.merge(&p.state);
+            for (_, slot) in self.range(from, to) {
+                match slot {
+                    Slot::Hot(p) => acc.merge(&p.state),
+                    Slot::Frozen(f) => acc.merge_frozen(f),
+                }
                 merged += 1;
             }
         }
         merged
+    }
+
+    /// Drops the panes starting before `keep_from`.
+    fn drop_before(&mut self, keep_from: Millis) {
+        let mut dropped = 0;
+        while self.panes.front().is_some_and(|(s, _)| *s < keep_from) {
+            self.panes.pop_front();
+            dropped += 1;
+        }
+        self.hot_from = self.hot_from.saturating_sub(dropped);
+    }
+
+    /// Freezes the writable panes of length `len` that end at or before `limit`, except
+    /// those still flagged for persistence.
+    fn freeze_until(&mut self, limit: Millis, len: Millis) -> usize {
+        let mut frozen = 0;
+        let mut first_hot = None;
+        let mut i = self.hot_from;
+        while let Some((start, slot)) = self.panes.get_mut(i) {
+            if *start + len > limit {
+                break;
+            }
+            if let Slot::Hot(p) = slot {
+                if p.flags & NEEDS_PERSIST == 0 {
+                    p.state.prepare();
+                    *slot = Slot::Frozen(p.state.freeze());
+                    frozen += 1;
+                } else {
+                    first_hot.get_or_insert(i);
+                }
+            }
+            i += 1;
+        }
+        self.hot_from = first_hot.unwrap_or(i);
+        frozen
+    }
+}
+
+/// The panes of one series (one group key) in the three tiers.
+#[derive(Clone, Debug)]
+pub struct PaneSeries<S: Freeze> {
+    tiers: [TierPanes<S>; 3],
+}
+
+impl<S: Freeze> Default for PaneSeries<S> {
+    fn default() -> Self {
+        PaneSeries {
+            tiers: Default::default(),
+        }
+    }
+}
+
+impl<S: Freeze> PaneSeries<S> {
+    pub fn is_empty(&self) -> bool {
+        self.tiers.iter().all(|t| t.panes.is_empty())
+    }
+
+    pub fn pane_count(&self, tier: Tier) -> usize {
+        self.tiers[tier.index()].panes.len()
+    }
+
+    /// How many of the tier's panes are frozen.
+    pub fn frozen_count(&self, tier: Tier) -> usize {
+        self.tiers[tier.index()]
+            .panes
+            .iter()
+            .filter(|(_, s)| matches!(s, Slot::Frozen(_)))
+            .count()
+    }
+
+    /// The tier's panes in time order.
+    pub fn panes(&self, tier: Tier) -> impl Iterator<Item = (Millis, PaneRef<'_, S>)> {
+        self.tiers[tier.index()].iter()
+    }
+
+    /// The pane of `tier` starting at `start`.
+    pub fn pane(&self, tier: Tier, start: Millis) -> Option<PaneRef<'_, S>> {
+        self.tiers[tier.index()].get(start)
+    }
+
+    /// Merges the panes of `tier` starting in `[from, to)` into `acc`; returns how many.
+    pub fn merge_tier_range(&self, tier: Tier, from: Millis, to: Millis, acc: &mut S) -> usize {
+        self.tiers[tier.index()].merge_range(from, to, acc)
     }
 
     /// Merges everything in `[from, to)` (minute-aligned) into `acc`, using the coarsest
@@ -273,16 +474,38 @@ struct Closed {
     days_until: Option<Millis>,
 }
 
-/// How long each tier's panes are kept behind the emission frontier.
+/// How long each tier's panes are kept behind the emission frontier, and when they freeze.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Retention {
     pub minute_ms: Millis,
     pub hour_ms: Millis,
     pub day_ms: Millis,
+    /// Panes that ended at least this long before the frontier are frozen
+    /// ([`Freeze`]): no accepted event of an active source can land there any more.
+    pub freeze_ms: Millis,
 }
 
 impl Retention {
     /// The retention a set of windows needs, given how far back corrections may reach.
+    ///
+    /// Every write of a partition whose sources have all delivered lands at or after
+    /// `frontier − horizon` (rounded down to the minute), so every window end still to be
+    /// evaluated, new or corrected, lies after `frontier − h` with `h = horizon + 1 min`; its
+    /// window reaches back at most its length `L` from there, and is read in its own tiling
+    /// (see [`PaneSeries::merge_range_into`]). A tier's panes are needed for `h` plus the
+    /// longest `L` whose tiling reads that tier:
+    /// * minutes: the head edge (the minutes since the last full hour: 1 h) and the tails
+    ///   of minute-tail windows;
+    /// * hours: the head edge (the hours since the last midnight: 1 day, also what the next
+    ///   day rollup reads), the tails of hour-tail windows (a 7-day window's start sweeps
+    ///   through every hour of the past 7 days) and of minute-tail windows;
+    /// * days: every window (and the calendar day).
+    ///
+    /// One more period of each tier is kept on top: an engine holding several partitions
+    /// merges their panes into one row, and a partition that starts delivering late (its
+    /// first events are accepted whatever their time) corrects windows that hold the other
+    /// partitions' panes too; the margin keeps those for corrections up to an hour (a day)
+    /// further back.
     pub fn for_windows(
         windows: &[WindowSpec],
         calendar_days: bool,
@@ -296,41 +519,41 @@ impl Retention {
                 .max()
                 .unwrap_or(0)
         };
-        // Ends re-evaluated after a correction reach back `horizon` behind the frontier;
-        // their windows reach back one window length further. Head edges use the finer tiers
-        // for up to one coarser period.
+        let longest_any = windows.iter().map(|w| w.length_ms).max().unwrap_or(0);
         let h = correction_horizon_ms + MINUTE_MS;
-        let days_needed = if calendar_days { DAY_MS } else { 0 };
         Retention {
             minute_ms: longest(Tier::Minute).max(HOUR_MS) + h + HOUR_MS,
             hour_ms: longest(Tier::Hour).max(longest(Tier::Minute)).max(DAY_MS) + h + DAY_MS,
-            day_ms: longest(Tier::Day)
-                .max(longest(Tier::Hour))
-                .max(longest(Tier::Minute))
-                .max(days_needed)
-                + h
-                + DAY_MS,
+            day_ms: longest_any.max(if calendar_days { DAY_MS } else { 0 }) + h + DAY_MS,
+            freeze_ms: h,
         }
     }
 }
 
-/// Pane series by group key, with rollup and eviction.
+/// Index of a series in a [`PaneStore`] (stable for the store's life).
+pub type SeriesId = u32;
+
+/// Pane series by group key, with rollup, eviction and freezing.
 #[derive(Clone, Debug)]
-pub struct PaneStore<K, S> {
+pub struct PaneStore<K, S: Freeze> {
     grid: TimeGrid,
-    series: FxHashMap<K, PaneSeries<S>>,
+    ids: FxHashMap<K, SeriesId>,
+    keys: Vec<K>,
+    series: Vec<PaneSeries<S>>,
     closed: Closed,
     /// Panes whose flags went from clear to set since the lists were last drained.
-    changed: Vec<(K, Tier, Millis)>,
+    changed: Vec<(SeriesId, Tier, Millis)>,
     /// Whether written panes are remembered for [`PaneStore::take_changed`].
     track_persist: bool,
 }
 
-impl<K: Hash + Eq + Copy, S: Mergeable> PaneStore<K, S> {
+impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
     pub fn new(grid: TimeGrid) -> Self {
         PaneStore {
             grid,
-            series: FxHashMap::default(),
+            ids: FxHashMap::default(),
+            keys: Vec::new(),
+            series: Vec::new(),
             closed: Closed::default(),
             changed: Vec::new(),
             track_persist: false,
@@ -343,16 +566,17 @@ impl<K: Hash + Eq + Copy, S: Mergeable> PaneStore<K, S> {
         self
     }
 
+    #[inline]
     fn mark(
-        changed: &mut Vec<(K, Tier, Millis)>,
+        changed: &mut Vec<(SeriesId, Tier, Millis)>,
         pane: &mut Pane<S>,
-        key: K,
+        id: SeriesId,
         tier: Tier,
         start: Millis,
         flags: u8,
     ) {
         if pane.flags == 0 {
-            changed.push((key, tier, start));
+            changed.push((id, tier, start));
         }
         pane.flags |= flags;
     }
@@ -361,90 +585,122 @@ impl<K: Hash + Eq + Copy, S: Mergeable> PaneStore<K, S> {
         &self.grid
     }
 
+    /// The id of `key`'s series (created empty if needed). Ids stay valid for the store's
+    /// life: series emptied by eviction are kept (empty) and reused.
+    pub fn series_id(&mut self, key: K) -> SeriesId {
+        if let Some(id) = self.ids.get(&key) {
+            return *id;
+        }
+        let id = SeriesId::try_from(self.series.len()).expect("fewer than 2^32 series");
+        self.ids.insert(key, id);
+        self.keys.push(key);
+        self.series.push(PaneSeries::default());
+        id
+    }
+
     /// Applies `update` to the minute pane holding `t` and to the closed hour/day panes that
     /// hold it, so every coarse pane stays the merge of its finer panes.
-    pub fn apply(&mut self, key: K, t: Millis, mut update: impl FnMut(&mut S)) {
+    pub fn apply(&mut self, key: K, t: Millis, update: impl FnMut(&mut S)) {
+        let id = self.series_id(key);
+        self.apply_ids(&[id], t, update);
+    }
+
+    /// [`PaneStore::apply`] to the series `ids` (from [`PaneStore::series_id`]).
+    #[inline]
+    pub fn apply_ids(&mut self, ids: &[SeriesId], t: Millis, mut update: impl FnMut(&mut S)) {
         let grid = self.grid;
-        let closed = self.closed;
         let flags = NEEDS_PREPARE | if self.track_persist { NEEDS_PERSIST } else { 0 };
-        let series = self.series.entry(key).or_default();
         let minute = grid.floor(t, MINUTE_MS);
-        let pane = series.tiers[Tier::Minute.index()]
-            .entry(minute)
-            .or_default();
-        update(&mut pane.state);
-        Self::mark(&mut self.changed, pane, key, Tier::Minute, minute, flags);
-        let hour = grid.floor(t, HOUR_MS);
-        if closed.hours_until.is_some_and(|c| hour + HOUR_MS <= c) {
-            let pane = series.tiers[Tier::Hour.index()].entry(hour).or_default();
+        let hour = grid.floor(minute, HOUR_MS);
+        let hour_closed = self.closed.hours_until.is_some_and(|c| hour + HOUR_MS <= c);
+        let day = grid.floor(hour, DAY_MS);
+        let day_closed = self.closed.days_until.is_some_and(|c| day + DAY_MS <= c);
+        for &id in ids {
+            let series = &mut self.series[id as usize];
+            let pane = series.tiers[Tier::Minute.index()].hot_mut(minute);
             update(&mut pane.state);
-            Self::mark(&mut self.changed, pane, key, Tier::Hour, hour, flags);
-        }
-        let day = grid.floor(t, DAY_MS);
-        if closed.days_until.is_some_and(|c| day + DAY_MS <= c) {
-            let pane = series.tiers[Tier::Day.index()].entry(day).or_default();
-            update(&mut pane.state);
-            Self::mark(&mut self.changed, pane, key, Tier::Day, day, flags);
+            Self::mark(&mut self.changed, pane, id, Tier::Minute, minute, flags);
+            if hour_closed {
+                let pane = series.tiers[Tier::Hour.index()].hot_mut(hour);
+                update(&mut pane.state);
+                Self::mark(&mut self.changed, pane, id, Tier::Hour, hour, flags);
+            }
+            if day_closed {
+                let pane = series.tiers[Tier::Day.index()].hot_mut(day);
+                update(&mut pane.state);
+                Self::mark(&mut self.changed, pane, id, Tier::Day, day, flags);
+            }
         }
     }
 
     /// Rolls up every hour and day that ends at or before `frontier`.
     pub fn close_through(&mut self, frontier: Millis) {
         let grid = self.grid;
-        let hours_to = grid.floor(frontier, HOUR_MS);
-        let hours_from = self.closed.hours_until.unwrap_or(Millis::MIN);
-        if hours_to > hours_from {
-            let persist = if self.track_persist { NEEDS_PERSIST } else { 0 };
-            for (key, series) in self.series.iter_mut() {
-                let [minutes, hours, _] = &mut series.tiers;
-                for (t, p) in minutes.range(hours_from..hours_to) {
-                    let hour = grid.floor(*t, HOUR_MS);
-                    let pane = hours.entry(hour).or_default();
-                    pane.state.merge(&p.state);
+        let persist = if self.track_persist { NEEDS_PERSIST } else { 0 };
+        for (tier, coarse, len) in [
+            (Tier::Minute, Tier::Hour, HOUR_MS),
+            (Tier::Hour, Tier::Day, DAY_MS),
+        ] {
+            let until = match coarse {
+                Tier::Hour => &mut self.closed.hours_until,
+                _ => &mut self.closed.days_until,
+            };
+            let to = grid.floor(frontier, len);
+            let from = until.unwrap_or(Millis::MIN);
+            if to <= from {
+                continue;
+            }
+            *until = Some(to);
+            let mut scratch: Vec<(Millis, S)> = Vec::new();
+            for (id, series) in self.series.iter_mut().enumerate() {
+                scratch.clear();
+                for (t, slot) in series.tiers[tier.index()].range(from, to) {
+                    let start = grid.floor(t, len);
+                    if scratch.last().is_none_or(|(s, _)| *s != start) {
+                        scratch.push((start, S::default()));
+                    }
+                    if let Some((_, acc)) = scratch.last_mut() {
+                        match slot {
+                            Slot::Hot(p) => acc.merge(&p.state),
+                            Slot::Frozen(f) => acc.merge_frozen(f),
+                        }
+                    }
+                }
+                for (start, acc) in scratch.drain(..) {
+                    let pane = series.tiers[coarse.index()].hot_mut(start);
+                    pane.state.merge(&acc);
                     if persist != 0 {
-                        Self::mark(&mut self.changed, pane, *key, Tier::Hour, hour, persist);
+                        Self::mark(
+                            &mut self.changed,
+                            pane,
+                            id as SeriesId,
+                            coarse,
+                            start,
+                            persist,
+                        );
                     }
                 }
             }
-            self.closed.hours_until = Some(hours_to);
-        }
-        let days_to = grid.floor(frontier, DAY_MS);
-        let days_from = self.closed.days_until.unwrap_or(Millis::MIN);
-        if days_to > days_from {
-            let persist = if self.track_persist { NEEDS_PERSIST } else { 0 };
-            for (key, series) in self.series.iter_mut() {
-                let [_, hours, days] = &mut series.tiers;
-                for (t, p) in hours.range(days_from..days_to) {
-                    let day = grid.floor(*t, DAY_MS);
-                    let pane = days.entry(day).or_default();
-                    pane.state.merge(&p.state);
-                    if persist != 0 {
-                        Self::mark(&mut self.changed, pane, *key, Tier::Day, day, persist);
-                    }
-                }
-            }
-            self.closed.days_until = Some(days_to);
         }
     }
 
-    /// Drops panes that ended at least `retention` before `frontier`, and empty series.
+    /// Drops panes that ended at least `retention` before `frontier`, and freezes the panes
+    /// that ended at least `retention.freeze_ms` before it.
     pub fn evict(&mut self, frontier: Millis, retention: &Retention) {
         let cut = [
             frontier - retention.minute_ms,
             frontier - retention.hour_ms,
             frontier - retention.day_ms,
         ];
-        self.series.retain(|_, series| {
+        let freeze_limit = frontier - retention.freeze_ms;
+        for series in &mut self.series {
             for tier in Tier::ALL {
-                let map = &mut series.tiers[tier.index()];
+                let panes = &mut series.tiers[tier.index()];
                 // Keep panes whose end is after the cut: start > cut - len.
-                let keep_from = cut[tier.index()] - tier.len_ms() + 1;
-                if map.keys().next().is_some_and(|first| *first < keep_from) {
-                    *map = map.split_off(&keep_from);
-                }
+                panes.drop_before(cut[tier.index()] - tier.len_ms() + 1);
+                panes.freeze_until(freeze_limit, tier.len_ms());
             }
-            !series.is_empty()
-        });
+        }
     }
 
     /// The panes written since the last call (still present; evicted ones are skipped), for
@@ -452,23 +708,22 @@ impl<K: Hash + Eq + Copy, S: Mergeable> PaneStore<K, S> {
     pub fn take_changed(&mut self, mut keep: impl FnMut(&K) -> bool) -> Vec<(K, Tier, Millis, &S)> {
         self.prepare_reads();
         let mut persist = Vec::new();
-        for (key, tier, start) in std::mem::take(&mut self.changed) {
-            if let Some(pane) = self
-                .series
-                .get_mut(&key)
-                .and_then(|series| series.tiers[tier.index()].get_mut(&start))
-            {
+        for (id, tier, start) in std::mem::take(&mut self.changed) {
+            let key = self.keys[id as usize];
+            if let Some(pane) = self.series[id as usize].tiers[tier.index()].get_hot_mut(start) {
                 if pane.flags & NEEDS_PERSIST != 0 && keep(&key) {
-                    persist.push((key, tier, start));
+                    persist.push((id, tier, start));
                 }
                 pane.flags = 0;
             }
         }
         let mut out: Vec<(K, Tier, Millis, &S)> = persist
             .into_iter()
-            .filter_map(|(k, tier, start)| {
-                let p = self.series.get(&k)?.tiers[tier.index()].get(&start)?;
-                Some((k, tier, start, &p.state))
+            .filter_map(|(id, tier, start)| {
+                match self.series[id as usize].tiers[tier.index()].get(start)? {
+                    PaneRef::Hot(s) => Some((self.keys[id as usize], tier, start, s)),
+                    PaneRef::Frozen(_) => None,
+                }
             })
             .collect();
         out.sort_unstable_by_key(|(_, tier, start, _)| (*tier, *start));
@@ -478,11 +733,8 @@ impl<K: Hash + Eq + Copy, S: Mergeable> PaneStore<K, S> {
     /// Prepares every pane written since the last call for reading ([`Mergeable::prepare`]).
     pub fn prepare_reads(&mut self) {
         let series = &mut self.series;
-        self.changed.retain(|(key, tier, start)| {
-            let Some(pane) = series
-                .get_mut(key)
-                .and_then(|s| s.tiers[tier.index()].get_mut(start))
-            else {
+        self.changed.retain(|(id, tier, start)| {
+            let Some(pane) = series[*id as usize].tiers[tier.index()].get_hot_mut(*start) else {
                 return false;
             };
             if pane.flags & NEEDS_PREPARE != 0 {
@@ -496,9 +748,8 @@ impl<K: Hash + Eq + Copy, S: Mergeable> PaneStore<K, S> {
 
     /// Inserts a pane as it was persisted (restore). Hour/day panes count as closed.
     pub fn restore_pane(&mut self, key: K, tier: Tier, start: Millis, state: &S) {
-        let pane = self.series.entry(key).or_default().tiers[tier.index()]
-            .entry(start)
-            .or_default();
+        let id = self.series_id(key);
+        let pane = self.series[id as usize].tiers[tier.index()].hot_mut(start);
         pane.state.merge(state);
         pane.state.prepare();
     }
@@ -511,29 +762,39 @@ impl<K: Hash + Eq + Copy, S: Mergeable> PaneStore<K, S> {
 
     /// Merges `key`'s panes over `[from, to)` into `acc`; returns how many were merged.
     pub fn merge_range_into(&self, key: &K, from: Millis, to: Millis, acc: &mut S) -> usize {
-        self.series.get(key).map_or(0, |series| {
+        self.series(key).map_or(0, |series| {
             series.merge_range_into(&self.grid, from, to, acc)
         })
     }
 
     pub fn series(&self, key: &K) -> Option<&PaneSeries<S>> {
-        self.series.get(key)
+        self.ids.get(key).map(|id| &self.series[*id as usize])
     }
 
+    /// The keys of the series that hold panes.
     pub fn keys(&self) -> impl Iterator<Item = &K> {
-        self.series.keys()
+        self.iter().map(|(k, _)| k)
     }
 
+    /// The series that hold panes.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &PaneSeries<S>)> {
-        self.series.iter()
+        self.keys
+            .iter()
+            .zip(&self.series)
+            .filter(|(_, s)| !s.is_empty())
     }
 
+    /// How many series hold panes.
     pub fn series_count(&self) -> usize {
-        self.series.len()
+        self.series.iter().filter(|s| !s.is_empty()).count()
     }
 
     pub fn pane_count(&self, tier: Tier) -> usize {
-        self.series.values().map(|s| s.pane_count(tier)).sum()
+        self.series.iter().map(|s| s.pane_count(tier)).sum()
+    }
+
+    pub fn frozen_count(&self, tier: Tier) -> usize {
+        self.series.iter().map(|s| s.frozen_count(tier)).sum()
     }
 }
 
@@ -552,6 +813,27 @@ mod tests {
         fn is_empty(&self) -> bool {
             self.0 == 0
         }
+    }
+
+    /// Frozen as text, so that a frozen pane is visibly another representation.
+    impl Freeze for Sum {
+        type Frozen = String;
+        fn freeze(&self) -> String {
+            self.0.to_string()
+        }
+        fn thaw(frozen: &String) -> Self {
+            Sum(frozen.parse().expect("frozen by Sum::freeze"))
+        }
+        fn merge_frozen(&mut self, frozen: &String) {
+            self.0 += Sum::thaw(frozen).0;
+        }
+        fn frozen_bytes(frozen: &String) -> usize {
+            frozen.len()
+        }
+    }
+
+    fn sum_of<'a>(panes: impl Iterator<Item = (Millis, PaneRef<'a, Sum>)>) -> i64 {
+        panes.map(|(_, p)| p.to_state().0).sum()
     }
 
     const T0: Millis = 1_700_000_000_000 - 1_700_000_000_000 % DAY_MS;
@@ -626,8 +908,8 @@ mod tests {
         store.close_through(T0 + DAY_MS + HOUR_MS);
         store.apply(0, T0 + 20 * MINUTE_MS, |s| s.0 += 10);
         let series = store.series(&0).unwrap();
-        assert_eq!(series.panes(Tier::Hour).map(|(_, s)| s.0).sum::<i64>(), 11);
-        assert_eq!(series.panes(Tier::Day).map(|(_, s)| s.0).sum::<i64>(), 11);
+        assert_eq!(sum_of(series.panes(Tier::Hour)), 11);
+        assert_eq!(sum_of(series.panes(Tier::Day)), 11);
         let mut acc = Sum::default();
         store.merge_range_into(&0, T0, T0 + DAY_MS, &mut acc);
         assert_eq!(acc.0, 11);
@@ -645,12 +927,113 @@ mod tests {
             minute_ms: 2 * HOUR_MS,
             hour_ms: DAY_MS,
             day_ms: 2 * DAY_MS,
+            freeze_ms: HOUR_MS,
         };
         store.evict(frontier, &retention);
         assert!(
-            store.series(&0).is_none(),
+            store.series(&0).is_none_or(|s| s.is_empty()),
             "series 0 only had data 3 days ago"
         );
+        assert_eq!(store.series_count(), 1);
+        assert_eq!(store.keys().copied().collect::<Vec<_>>(), vec![1]);
         assert_eq!(store.series(&1).unwrap().pane_count(Tier::Minute), 1);
+    }
+
+    #[test]
+    fn frozen_panes_merge_like_hot_ones_and_thaw_on_write() {
+        let grid = TimeGrid::default();
+        let mut store: PaneStore<u8, Sum> = PaneStore::new(grid);
+        let minutes = 2 * 24 * 60;
+        for i in 0..minutes {
+            store.apply(0, T0 + i * MINUTE_MS, |s| s.0 += i + 1);
+        }
+        let frontier = T0 + minutes * MINUTE_MS;
+        store.close_through(frontier);
+        let retention = Retention {
+            minute_ms: 3 * DAY_MS,
+            hour_ms: 3 * DAY_MS,
+            day_ms: 3 * DAY_MS,
+            freeze_ms: 90 * MINUTE_MS,
+        };
+        store.evict(frontier, &retention);
+        let series = store.series(&0).unwrap();
+        // Everything that ended 90 minutes before the frontier is frozen, the rest is not.
+        assert_eq!(series.frozen_count(Tier::Minute), (minutes - 90) as usize);
+        assert_eq!(series.frozen_count(Tier::Day), 1);
+        assert_eq!(series.frozen_count(Tier::Hour), 48 - 2);
+        let total = |store: &PaneStore<u8, Sum>, from: i64, to: i64| {
+            let mut acc = Sum::default();
+            store.merge_range_into(&0, T0 + from * MINUTE_MS, T0 + to * MINUTE_MS, &mut acc);
+            acc.0
+        };
+        for (from, to) in [(0, minutes), (17, 1500), (1439, 2000), (2800, minutes)] {
+            assert_eq!(
+                total(&store, from, to),
+                (from..to).map(|i| i + 1).sum::<i64>()
+            );
+        }
+        // A write into a frozen minute (and its frozen hour and day) thaws them.
+        store.apply(0, T0 + 5 * MINUTE_MS, |s| s.0 += 1_000_000);
+        let series = store.series(&0).unwrap();
+        assert!(!series
+            .pane(Tier::Minute, T0 + 5 * MINUTE_MS)
+            .unwrap()
+            .is_frozen());
+        assert!(!series.pane(Tier::Hour, T0).unwrap().is_frozen());
+        assert!(!series.pane(Tier::Day, T0).unwrap().is_frozen());
+        assert_eq!(
+            total(&store, 0, minutes),
+            (0..minutes).map(|i| i + 1).sum::<i64>() + 1_000_000
+        );
+        assert_eq!(total(&store, 3, 7), 4 + 5 + 6 + 7 + 1_000_000);
+        // The next eviction freezes them again.
+        store.evict(frontier, &retention);
+        let series = store.series(&0).unwrap();
+        assert!(series.pane(Tier::Day, T0).unwrap().is_frozen());
+        assert_eq!(series.frozen_count(Tier::Minute), (minutes - 90) as usize);
+        assert_eq!(
+            total(&store, 0, minutes),
+            (0..minutes).map(|i| i + 1).sum::<i64>() + 1_000_000
+        );
+    }
+
+    #[test]
+    fn retention_covers_every_window_edge() {
+        let grid = TimeGrid::default();
+        let windows = WindowSpec::defaults();
+        let horizon = HOUR_MS;
+        let r = Retention::for_windows(&windows, true, horizon);
+        assert_eq!(r.minute_ms, 3 * HOUR_MS + MINUTE_MS);
+        assert_eq!(r.hour_ms, 8 * DAY_MS + HOUR_MS + MINUTE_MS);
+        assert_eq!(r.day_ms, 29 * DAY_MS + HOUR_MS + MINUTE_MS);
+        // Every pane that a window ending after `frontier − horizon − 1 min` reads is kept.
+        let frontier = T0 + 5 * DAY_MS + 37 * MINUTE_MS;
+        for w in &windows {
+            let mut end = frontier - horizon;
+            while end <= frontier + 3 * DAY_MS {
+                let start = w.start_for(&grid, end);
+                let a1 = grid.ceil(start, HOUR_MS);
+                let b1 = grid.floor(end, HOUR_MS);
+                let a2 = grid.ceil(a1, DAY_MS);
+                let b2 = grid.floor(b1, DAY_MS);
+                let kept = |tier: Tier, from: Millis, cut_ms: Millis| {
+                    from >= end || from + tier.len_ms() > frontier - cut_ms
+                };
+                if a1 >= b1 {
+                    assert!(kept(Tier::Minute, start, r.minute_ms), "{} {end}", w.name);
+                } else {
+                    let first = if start < a1 { start } else { b1 };
+                    assert!(kept(Tier::Minute, first, r.minute_ms), "{} {end}", w.name);
+                    if a2 >= b2 {
+                        assert!(kept(Tier::Hour, a1, r.hour_ms), "{} {end}", w.name);
+                    } else {
+                        let first = if a1 < a2 { a1 } else { b2 };
+                        assert!(kept(Tier::Hour, first, r.hour_ms), "{} {end}", w.name);
+                        assert!(kept(Tier::Day, a2, r.day_ms), "{} {end}", w.name);
+                    }
+                }
+                end += MINUTE_MS;
+            }
+        }
     }
 }
