@@ -111,7 +111,11 @@ fn stream() -> Vec<(i32, CxEvent)> {
         };
         let kpi_event = |rng: &mut Lcg| match rng.below(14) {
             0..=4 => touch(TouchpointKind::Visit, None, None),
-            5..=6 => touch(TouchpointKind::Purchase, None, Some(1 + rng.below(500) as i64)),
+            5..=6 => touch(
+                TouchpointKind::Purchase,
+                None,
+                Some(1 + rng.below(500) as i64),
+            ),
             7 => touch(TouchpointKind::OutboundContact, None, None),
             8..=10 => survey(SurveyMetric::Nps, rng.below(11) as i32),
             11..=12 => survey(SurveyMetric::Csat, 1 + rng.below(5) as i32),
@@ -182,12 +186,20 @@ fn format_1_checkpoint_restores_and_continues_like_the_uninterrupted_engine() {
     }
     let fixture = std::fs::read(FIXTURE).expect("the format-1 fixture is checked in");
     // postcard: the snapshot's first field is its format, a varint.
-    assert_eq!(fixture.first(), Some(&1), "the fixture is a format-1 checkpoint");
+    assert_eq!(
+        fixture.first(),
+        Some(&1),
+        "the fixture is a format-1 checkpoint"
+    );
 
     let mut restored = KpiEngine::restore(config(), &fixture, now).expect("format 1 restores");
     let (expected, _) = feed(&mut uninterrupted, after, now);
     let (got, _) = feed(&mut restored, after, now);
-    assert!(expected.len() > 100, "{} rows after the cut", expected.len());
+    assert!(
+        expected.len() > 100,
+        "{} rows after the cut",
+        expected.len()
+    );
     assert_eq!(got.len(), expected.len(), "rows emitted after the restore");
     for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
         assert_eq!(g, e, "row {i} after the restore differs");

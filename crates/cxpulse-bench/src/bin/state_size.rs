@@ -3,7 +3,8 @@
 //! `cargo run --release -p cxpulse-bench --bin state_size [events_per_second] [days] [--generator-only]`
 //!
 //! Streams generated events straight into the engine (default windows, incl. 28 d, and
-//! calendar days), advancing every 100,000 events, and prints the engine's pane counts, the
+//! calendar days), advancing every 100,000 events (`ADVANCE_EVERY` overrides; the stream job
+//! advances once per poll batch), and prints the engine's pane counts, the
 //! approximate bytes held in panes, the heap the engine holds (live allocations counted by
 //! this binary's allocator, after the generator is dropped) and the process's resident
 //! memory (VmRSS/VmHWM, which include the generator's pending follow-up events).
@@ -19,11 +20,18 @@ use std::time::Instant;
 struct Counting;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
+/// The highest `LIVE` seen.
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(by: usize) {
+    let live = LIVE.fetch_add(by, Ordering::Relaxed) + by;
+    PEAK.fetch_max(live, Ordering::Relaxed);
+}
 
 // SAFETY: forwards every call to the system allocator unchanged; only counts sizes.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        grew(layout.size());
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
     }
@@ -35,7 +43,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size, Ordering::Relaxed);
+        grew(new_size);
         LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
@@ -66,6 +74,11 @@ fn main() {
     let days: i64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(29);
     // `--generator-only`: the same stream without an engine (what the generator itself holds).
     let generator_only = args.next().as_deref() == Some("--generator-only");
+    // Records between two `advance` calls (the stream job advances once per poll batch).
+    let advance_every: u64 = std::env::var("ADVANCE_EVERY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
     let profile = Profile {
         events: usize::MAX,
         events_per_second: rate,
@@ -102,14 +115,16 @@ fn main() {
         if let IngestOutcome::Accepted { .. } = engine.ingest(0, &d.event, d.arrival) {
             accepted += 1;
         }
-        if n % 100_000 == 0 {
-            rows += engine.advance(d.arrival).len() as u64;
+        if n % advance_every == 0 {
+            let out = engine.advance(d.arrival);
+            rows += out.len() as u64;
         }
-        if n % 5_000_000 == 0 {
+        if n % 1_000_000 == 0 {
             eprintln!(
-                "{n} events, day {:.1}, heap {:.0} MiB, rss {} MiB",
+                "{n} events, day {:.1}, heap {:.0} MiB (peak {:.0} MiB), rss {} MiB",
                 (d.arrival - start) as f64 / DAY_MS as f64,
                 mib(LIVE.load(Ordering::Relaxed)),
+                mib(PEAK.load(Ordering::Relaxed)),
                 status_kib("VmRSS:").unwrap_or(0) / 1024
             );
         }
@@ -147,9 +162,10 @@ fn main() {
         mib(b.total())
     );
     println!(
-        "engine heap (live allocations, generator dropped): {:.1} MiB (with the generator: {:.1} MiB)",
+        "engine heap (live allocations, generator dropped): {:.1} MiB (with the generator: {:.1} MiB; peak of the run {:.1} MiB)",
         mib(heap_engine),
-        mib(heap_with_generator.saturating_sub(heap_before))
+        mib(heap_with_generator.saturating_sub(heap_before)),
+        mib(PEAK.load(Ordering::Relaxed))
     );
     println!(
         "process RSS: {} MiB (before: {} MiB), peak {} MiB",
