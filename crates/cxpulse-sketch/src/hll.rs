@@ -381,8 +381,13 @@ impl Hll {
 
     /// The non-zero registers as `(index, rank)`, in increasing index order.
     pub fn register_pairs(&self) -> impl Iterator<Item = (u16, u8)> + '_ {
+        self.pairs().into_iter()
+    }
+
+    /// The non-zero registers as `(index, rank)`, in increasing index order.
+    fn pairs(&self) -> Vec<(u16, u8)> {
         let this = self.normalized();
-        let pairs: Vec<(u16, u8)> = match &this.repr {
+        match &this.repr {
             Repr::Sparse(list) => list.iter().map(|&e| unpack(e)).collect(),
             Repr::Dense(regs) => regs
                 .iter()
@@ -390,8 +395,7 @@ impl Hll {
                 .filter(|(_, &r)| r != 0)
                 .map(|(i, &r)| (i as u16, r))
                 .collect(),
-        };
-        pairs.into_iter()
+        }
     }
 
     /// Rebuilds a sketch from [`register_pairs`](Self::register_pairs):
@@ -450,17 +454,7 @@ impl Hll {
     /// or [`from_compact`](Self::from_compact). Not a wire format: persist
     /// [`to_bytes`](Self::to_bytes).
     pub fn write_compact(&self, out: &mut Vec<u8>) {
-        let this = self.normalized();
-        let pairs: Vec<(u16, u8)> = match &this.repr {
-            Repr::Sparse(list) => list.iter().map(|&e| unpack(e)).collect(),
-            Repr::Dense(regs) => regs
-                .iter()
-                .enumerate()
-                .filter(|(_, &r)| r != 0)
-                .map(|(i, &r)| (i as u16, r))
-                .collect(),
-        };
-        crate::compact::write(&pairs, out);
+        crate::compact::write(&self.pairs(), out);
     }
 
     /// Register-wise maximum with the compact encoding at the front of `bytes` (written by
