@@ -326,6 +326,119 @@ struct TimedDuration {
     within_target: bool,
 }
 
+impl TimedDuration {
+    /// The duration from a case's open to its first reply or resolution `first` (at or after
+    /// the open), attributed to `first`'s pane; `None` beyond the case TTL.
+    fn between(
+        open_at: Millis,
+        key: (Channel, SegmentId),
+        first: Option<Millis>,
+        cfg: &EngineConfig,
+    ) -> Option<TimedDuration> {
+        let at = first?;
+        let duration = at - open_at;
+        (duration <= cfg.case_ttl_ms).then_some(TimedDuration {
+            at,
+            key,
+            duration,
+            within_target: duration <= cfg.response_target_ms,
+        })
+    }
+}
+
+/// A case whose open lies behind the touchpoint floor (`W − horizon`) and that is not yet
+/// settled (its first reply or resolution is missing or still ahead of the floor). Its open
+/// can no longer change — an earlier open would be rejected as too late — so the open's
+/// event id and the replies and resolutions before it no longer matter: only the first
+/// reply and the first resolution at or after the open do. Kept under the case id's hash
+/// ([`id_hash`]) in 32 bytes instead of the case's strings and lists (`docs/windows.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct AgedCase {
+    open_at: Millis,
+    key: (Channel, SegmentId),
+    /// The first reply at or after the open, [`AgedCase::NONE`] if there is none yet.
+    first_reply: Millis,
+    /// The first resolution at or after the open, [`AgedCase::NONE`] if there is none yet.
+    first_resolution: Millis,
+}
+
+impl AgedCase {
+    /// "None yet" for `first_reply` and `first_resolution` (a `Millis` sentinel keeps the
+    /// entry at 32 bytes; an `Option` would make it 48).
+    const NONE: Millis = Millis::MAX;
+
+    /// The aged form of `case`, if it has an open.
+    fn of(case: &CaseState) -> Option<AgedCase> {
+        let open = case.open.as_ref()?;
+        let first =
+            |times: &[Millis]| CaseState::first_at_or_after(times, open.at).unwrap_or(Self::NONE);
+        Some(AgedCase {
+            open_at: open.at,
+            key: open.key,
+            first_reply: first(&case.replies),
+            first_resolution: first(&case.resolutions),
+        })
+    }
+
+    fn get(t: Millis) -> Option<Millis> {
+        (t != Self::NONE).then_some(t)
+    }
+
+    fn first_response(&self, cfg: &EngineConfig) -> Option<TimedDuration> {
+        TimedDuration::between(self.open_at, self.key, Self::get(self.first_reply), cfg)
+    }
+
+    fn resolution(&self, cfg: &EngineConfig) -> Option<TimedDuration> {
+        TimedDuration::between(
+            self.open_at,
+            self.key,
+            Self::get(self.first_resolution),
+            cfg,
+        )
+    }
+
+    /// Records an accepted event of the case at `t`. Accepted events lie at or after the
+    /// floor, hence after the open: an open cannot be earlier, a reply or resolution can
+    /// only become the first one.
+    fn record(&mut self, kind: TouchpointKind, t: Millis) {
+        debug_assert!(t > self.open_at, "accepted events lie after an aged open");
+        let first = match kind {
+            TouchpointKind::AgentReplied => &mut self.first_reply,
+            TouchpointKind::CaseResolved => &mut self.first_resolution,
+            _ => return,
+        };
+        if t >= self.open_at {
+            *first = (*first).min(t);
+        }
+    }
+
+    /// [`CaseState::is_expired`] for an aged case.
+    fn is_expired(&self, floor: Millis, cfg: &EngineConfig) -> bool {
+        self.open_at + cfg.case_ttl_ms < floor
+    }
+
+    /// [`CaseState::is_final`] for an aged case (its open lies behind the floor).
+    fn is_final(&self, floor: Millis, cfg: &EngineConfig) -> bool {
+        self.is_expired(floor, cfg) || (self.first_reply < floor && self.first_resolution < floor)
+    }
+
+    /// The checkpoint entry of an aged case (format 3): named by its hash, its open without
+    /// event id, at most one reply and one resolution.
+    fn entry(hash: u128, aged: &AgedCase) -> (String, CaseState) {
+        let case = CaseState {
+            settled: false,
+            open: Some(CaseOpen {
+                at: aged.open_at,
+                event_id: Box::from(""),
+                key: aged.key,
+            }),
+            replies: Self::get(aged.first_reply).into_iter().collect(),
+            resolutions: Self::get(aged.first_resolution).into_iter().collect(),
+        };
+        (format!("{HASHED_ID_PREFIX}{hash:032x}"), case)
+    }
+}
+
 impl CaseState {
     fn first_at_or_after(times: &[Millis], t: Millis) -> Option<Millis> {
         let i = times.partition_point(|x| *x < t);
@@ -334,14 +447,12 @@ impl CaseState {
 
     fn duration_to(&self, times: &[Millis], cfg: &EngineConfig) -> Option<TimedDuration> {
         let open = self.open.as_ref()?;
-        let at = Self::first_at_or_after(times, open.at)?;
-        let duration = at - open.at;
-        (duration <= cfg.case_ttl_ms).then_some(TimedDuration {
-            at,
-            key: open.key,
-            duration,
-            within_target: duration <= cfg.response_target_ms,
-        })
+        TimedDuration::between(
+            open.at,
+            open.key,
+            Self::first_at_or_after(times, open.at),
+            cfg,
+        )
     }
 
     fn first_response(&self, cfg: &EngineConfig) -> Option<TimedDuration> {
@@ -423,6 +534,8 @@ struct PartitionState {
     /// settled case is ever read, so a tombstone takes a few dozen bytes instead of the
     /// case's strings and lists.
     settled_cases: FxHashMap<u128, Millis>,
+    /// Unsettled cases whose open lies behind the touchpoint floor, by case id hash.
+    aged_cases: FxHashMap<u128, AgedCase>,
     follow_ups: FxHashMap<u64, FollowUps>,
     /// Pending follow-up deadlines: (deadline, customer hash).
     deadlines: BinaryHeap<Reverse<(Millis, u64)>>,
@@ -445,6 +558,7 @@ impl PartitionState {
             max_time: [None, None],
             cases: FxHashMap::default(),
             settled_cases: FxHashMap::default(),
+            aged_cases: FxHashMap::default(),
             follow_ups: FxHashMap::default(),
             deadlines: BinaryHeap::new(),
         }
@@ -736,6 +850,7 @@ impl KpiEngine {
                             &self.cfg,
                             &mut state.cases,
                             &state.settled_cases,
+                            &mut state.aged_cases,
                             &mut writer,
                             e,
                             key,
@@ -810,6 +925,7 @@ impl KpiEngine {
         cfg: &EngineConfig,
         cases: &mut FxHashMap<Box<str>, CaseState>,
         settled_cases: &FxHashMap<u128, Millis>,
+        aged_cases: &mut FxHashMap<u128, AgedCase>,
         writer: &mut PaneWriter<'_>,
         e: &TouchpointEvent,
         key: (Channel, SegmentId),
@@ -820,9 +936,19 @@ impl KpiEngine {
         let case = match cases.get_mut(case_id) {
             Some(c) => c,
             None => {
-                // A settled case ignores its later events until it expires.
-                if !settled_cases.is_empty() && settled_cases.contains_key(&id_hash(case_id)) {
-                    return;
+                if !settled_cases.is_empty() || !aged_cases.is_empty() {
+                    let hash = id_hash(case_id);
+                    // A settled case ignores its later events until it expires.
+                    if settled_cases.contains_key(&hash) {
+                        return;
+                    }
+                    if let Some(aged) = aged_cases.get_mut(&hash) {
+                        let before = (aged.first_response(cfg), aged.resolution(cfg));
+                        aged.record(e.kind, e.occurred_at);
+                        writer.replace_duration(before.0, aged.first_response(cfg), true);
+                        writer.replace_duration(before.1, aged.resolution(cfg), false);
+                        return;
+                    }
                 }
                 cases.entry(Box::from(case_id)).or_default()
             }
@@ -1402,6 +1528,20 @@ impl KpiEngine {
                 .settled_cases
                 .retain(|_, open_at| *open_at + ttl >= floor);
             let settled_cases = &mut state.settled_cases;
+            let aged_cases = &mut state.aged_cases;
+            aged_cases.retain(|hash, aged| {
+                if aged.is_expired(floor, cfg) {
+                    if aged.first_response(cfg).is_none() {
+                        expired_unanswered += 1;
+                    }
+                    return false;
+                }
+                if aged.is_final(floor, cfg) {
+                    settled_cases.insert(*hash, aged.open_at);
+                    return false;
+                }
+                true
+            });
             state.cases.retain(|id, case| {
                 if case.is_expired(floor, cfg) {
                     if !case.settled && case.open.is_some() && case.first_response(cfg).is_none() {
@@ -1416,6 +1556,16 @@ impl KpiEngine {
                         settled_cases.insert(id_hash(id), open.at);
                         return false;
                     }
+                }
+                // Its open can no longer change: keep only what can (see `AgedCase`).
+                if let Some(aged) = case
+                    .open
+                    .as_ref()
+                    .filter(|o| o.at < floor)
+                    .and_then(|_| AgedCase::of(case))
+                {
+                    aged_cases.insert(id_hash(id), aged);
+                    return false;
                 }
                 true
             });
@@ -1469,7 +1619,7 @@ impl KpiEngine {
         s.open_cases = self
             .partitions
             .values()
-            .map(|p| p.cases.len() + p.settled_cases.len())
+            .map(|p| p.cases.len() + p.aged_cases.len() + p.settled_cases.len())
             .sum();
         s.follow_up_customers = self.partitions.values().map(|p| p.follow_ups.len()).sum();
         s.dedup_ids = self
@@ -1531,7 +1681,8 @@ impl KpiEngine {
                 }
             }
             b.cases += p.cases.capacity() * (size_of::<(Box<str>, CaseState)>() + 1)
-                + p.settled_cases.capacity() * (size_of::<(u128, Millis)>() + 1);
+                + p.settled_cases.capacity() * (size_of::<(u128, Millis)>() + 1)
+                + p.aged_cases.capacity() * (size_of::<(u128, AgedCase)>() + 1);
             for (id, case) in &p.cases {
                 b.cases += block(id.len())
                     + block(case.replies.capacity() * 8)
@@ -1591,12 +1742,13 @@ struct PartitionSnapshot {
 }
 
 /// 2: settled cases are written as [`settled_entry`] (format 1, which named them by their
-/// case id, is still read).
-const SNAPSHOT_FORMAT: u32 = 2;
+/// case id, is still read). 3: aged cases are written as [`AgedCase::entry`] (formats 1
+/// and 2 hold none: their unsettled cases are all in full).
+const SNAPSHOT_FORMAT: u32 = 3;
 
-/// Prefix of the id under which a settled case is checkpointed: NUL, then its id hash in
-/// hex (no case id starts with NUL: ids are validated text).
-const SETTLED_ID_PREFIX: char = '\u{0}';
+/// Prefix of the id under which a settled or aged case is checkpointed: NUL, then its id
+/// hash in hex (no case id starts with NUL: ids are validated text).
+const HASHED_ID_PREFIX: char = '\u{0}';
 
 /// A settled case as a checkpoint entry (format 2): only its open time is meaningful.
 fn settled_entry(hash: u128, open_at: Millis) -> (String, CaseState) {
@@ -1609,7 +1761,7 @@ fn settled_entry(hash: u128, open_at: Millis) -> (String, CaseState) {
         }),
         ..CaseState::default()
     };
-    (format!("{SETTLED_ID_PREFIX}{hash:032x}"), case)
+    (format!("{HASHED_ID_PREFIX}{hash:032x}"), case)
 }
 
 /// A checkpoint that cannot be restored.
@@ -1623,8 +1775,8 @@ pub enum CheckpointError {
     Format { found: u32 },
     #[error("checkpoint segment {0:?} is not admitted in the same order by this configuration (preset segments changed?)")]
     Segments(String),
-    #[error("checkpoint holds a malformed settled case entry {0:?}")]
-    SettledCase(String),
+    #[error("checkpoint holds a malformed settled or aged case entry {0:?}")]
+    HashedCase(String),
     #[error(transparent)]
     Config(#[from] EngineConfigError),
 }
@@ -1683,6 +1835,11 @@ impl KpiEngine {
                                 .iter()
                                 .map(|(hash, at)| settled_entry(*hash, *at)),
                         )
+                        .chain(
+                            p.aged_cases
+                                .iter()
+                                .map(|(hash, aged)| AgedCase::entry(*hash, aged)),
+                        )
                         .collect(),
                     follow_ups: p.follow_ups.iter().map(|(c, f)| (*c, f.clone())).collect(),
                     deadlines: p.deadlines.iter().map(|Reverse(d)| *d).collect(),
@@ -1734,15 +1891,23 @@ impl KpiEngine {
             });
             state.max_time = p.max_time;
             for (id, c) in p.cases {
+                let hashed = |min_format: u32| match id.strip_prefix(HASHED_ID_PREFIX) {
+                    Some(hex) if snapshot.format >= min_format => u128::from_str_radix(hex, 16)
+                        .map(Some)
+                        .map_err(|_| CheckpointError::HashedCase(id.clone())),
+                    _ => Ok(None),
+                };
                 if !c.settled {
-                    state.cases.insert(id.into_boxed_str(), c);
+                    if let Some(hash) = hashed(3)? {
+                        let aged = AgedCase::of(&c)
+                            .ok_or_else(|| CheckpointError::HashedCase(id.clone()))?;
+                        state.aged_cases.insert(hash, aged);
+                    } else {
+                        state.cases.insert(id.into_boxed_str(), c);
+                    }
                     continue;
                 }
-                let hash = match id.strip_prefix(SETTLED_ID_PREFIX) {
-                    Some(hex) if snapshot.format >= 2 => u128::from_str_radix(hex, 16)
-                        .map_err(|_| CheckpointError::SettledCase(id.clone()))?,
-                    _ => id_hash(&id),
-                };
+                let hash = hashed(2)?.unwrap_or_else(|| id_hash(&id));
                 if let Some(open) = c.open {
                     state.settled_cases.insert(hash, open.at);
                 }
