@@ -25,8 +25,9 @@
 //! merging depend only on the register values.
 //!
 //! Dense registers carry their histogram (how many registers hold each value
-//! `0..=51`), kept exact by every write, so the estimate of a dense sketch is
-//! `O(1)` in the number of registers.
+//! `0..=51`), kept exact by inserts and sparse merges, so the estimate of such
+//! a dense sketch is `O(1)` in the number of registers; a dense ← dense merge
+//! that raises many registers leaves it stale, to be recounted when read.
 
 use crate::varint::{put_u64, Reader};
 use crate::{sorted, SketchError};
@@ -74,19 +75,39 @@ enum Repr {
 const HIST_LEN: usize = MAX_RANK as usize + 1;
 /// Registers compared at a time by the dense ← dense merge.
 const CHUNK: usize = 64;
-/// Above this many rising registers, a dense ← dense merge recounts the
-/// histogram instead of moving each rising register in it.
-const RECOUNT_ABOVE: usize = REGISTERS / 64;
+/// Above this many rising registers, a dense ← dense merge no longer moves
+/// each rising register in the histogram: it marks the histogram stale.
+const STALE_ABOVE: usize = REGISTERS / 64;
 
-/// Dense registers with their histogram, which every write keeps exact.
-#[derive(Clone, PartialEq, Eq)]
+/// Dense registers with their histogram, which every write keeps exact unless
+/// it is stale.
+///
+/// A dense ← dense merge that raises many registers (a window accumulator
+/// taking a large pane) would pay a full recount (`O(m)`, what the estimate
+/// used to cost) for a histogram that may never be read before the next such
+/// merge; it marks the histogram stale instead, and a stale histogram is
+/// recounted when the estimate reads it. So no operation costs more than it
+/// did without the histogram, and sketches built by inserts and sparse merges
+/// (panes, most window states) estimate in `O(1)`.
+#[derive(Clone)]
 struct DenseRegs {
     /// Each in `0..=MAX_RANK`.
     regs: [u8; REGISTERS],
     /// `hist[k]` = number of registers equal to `k` (sums to `REGISTERS`, which
-    /// fits a `u16`).
+    /// fits a `u16`); meaningless while `stale`.
     hist: [u16; HIST_LEN],
+    /// `hist` is out of date. Only set by a merge of a non-empty sketch, so a
+    /// stale sketch is non-empty.
+    stale: bool,
 }
+
+impl PartialEq for DenseRegs {
+    fn eq(&self, other: &Self) -> bool {
+        self.regs == other.regs
+    }
+}
+
+impl Eq for DenseRegs {}
 
 impl DenseRegs {
     /// All registers zero.
@@ -96,25 +117,33 @@ impl DenseRegs {
         DenseRegs {
             regs: [0u8; REGISTERS],
             hist,
+            stale: false,
         }
     }
 
     /// Registers decoded elsewhere (each `<= MAX_RANK`); counts the histogram.
     fn from_regs(regs: [u8; REGISTERS]) -> Self {
         let hist = count_histogram(&regs);
-        DenseRegs { regs, hist }
+        DenseRegs {
+            regs,
+            hist,
+            stale: false,
+        }
     }
 
     /// `true` if some register is non-zero.
     #[inline]
     fn nonzero(&self) -> bool {
-        usize::from(self.hist[0]) != REGISTERS
+        self.stale || usize::from(self.hist[0]) != REGISTERS
     }
 
     /// Number of non-zero registers.
-    #[inline]
     fn nonzero_count(&self) -> usize {
-        REGISTERS - usize::from(self.hist[0])
+        if self.stale {
+            self.regs.iter().filter(|&&r| r != 0).count()
+        } else {
+            REGISTERS - usize::from(self.hist[0])
+        }
     }
 
     /// Raises register `i` to `r` if it is below.
@@ -124,8 +153,10 @@ impl DenseRegs {
         let old = *reg;
         if old < r {
             *reg = r;
-            self.hist[usize::from(old)] -= 1;
-            self.hist[usize::from(r)] += 1;
+            if !self.stale {
+                self.hist[usize::from(old)] -= 1;
+                self.hist[usize::from(r)] += 1;
+            }
         }
     }
 
@@ -157,14 +188,14 @@ impl DenseRegs {
     /// Register-wise maximum of `o` into `self`, where `rising` registers of
     /// `o` are above those of `self` (from [`count_above`](Self::count_above)).
     /// A few rising registers are moved in the histogram one by one, in the
-    /// chunks that hold them; beyond [`RECOUNT_ABOVE`] a vectorized maximum
-    /// and a recount of the histogram are cheaper than a branch per register.
+    /// chunks that hold them; beyond [`STALE_ABOVE`] (or when the histogram is
+    /// stale already) a vectorized maximum leaves the histogram stale.
     fn max_with(&mut self, o: &DenseRegs, rising: usize) {
-        if rising > RECOUNT_ABOVE {
+        if self.stale || rising > STALE_ABOVE {
             for (a, &b) in self.regs.iter_mut().zip(&o.regs) {
                 *a = (*a).max(b);
             }
-            self.hist = count_histogram(&self.regs);
+            self.stale = true;
             return;
         }
         let mut next = self.first_chunk_above(o, 0);
@@ -182,9 +213,13 @@ impl DenseRegs {
         }
     }
 
-    /// The histogram as the estimator takes it.
+    /// The histogram as the estimator takes it (recounted if stale).
     fn histogram(&self) -> [u32; HIST_LEN] {
-        self.hist.map(u32::from)
+        if self.stale {
+            count_histogram(&self.regs).map(u32::from)
+        } else {
+            self.hist.map(u32::from)
+        }
     }
 }
 
@@ -868,8 +903,9 @@ mod tests {
         }
         assert!(!h.is_sparse());
         h.flush_pending();
-        // The registers and their histogram (52 two-byte counts).
-        assert_eq!(h.heap_bytes(), REGISTERS + 2 * HIST_LEN);
+        // The registers, their histogram (52 two-byte counts) and its stale flag
+        // (one byte, padded to the counts' alignment).
+        assert_eq!(h.heap_bytes(), REGISTERS + 2 * HIST_LEN + 2);
     }
 
     #[test]
