@@ -120,6 +120,25 @@ fn bench_hll(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // The same merge into registers the target owns alone (no copy-on-write copy).
+    let dense_base_bytes = dense_base.to_bytes();
+    g.bench_function("merge/dense_into_owned_dense", |b| {
+        b.iter_batched_ref(
+            || Hll::from_bytes(&dense_base_bytes).expect("own encoding"),
+            |d| d.merge(black_box(&dense2)),
+            BatchSize::SmallInput,
+        )
+    });
+    // A merge that changes no register (the target already holds the source).
+    let mut union = dense_base.clone();
+    union.merge(&dense2);
+    g.bench_function("merge/dense_into_dense_unchanged", |b| {
+        b.iter_batched_ref(
+            || union.clone(),
+            |d| d.merge(black_box(&dense2)),
+            BatchSize::SmallInput,
+        )
+    });
     g.finish();
 }
 

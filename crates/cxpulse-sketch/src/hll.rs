@@ -23,6 +23,11 @@
 //! quarter of the dense size) the sketch switches to *dense*: 16384 one-byte
 //! registers. The representation is invisible: equality, the estimate and
 //! merging depend only on the register values.
+//!
+//! Dense registers carry their histogram (how many registers hold each value
+//! `0..=51`), kept exact by inserts and sparse merges, so the estimate of such
+//! a dense sketch is `O(1)` in the number of registers; a dense ← dense merge
+//! that raises many registers leaves it stale, to be recounted when read.
 
 use crate::varint::{put_u64, Reader};
 use crate::{sorted, SketchError};
@@ -60,33 +65,182 @@ enum Repr {
     /// Sorted by index (= sorted as `u32`), unique indices, ranks in `1..=51`,
     /// at most `SPARSE_MAX_ENTRIES` entries except transiently.
     Sparse(Vec<u32>),
-    /// Exactly `REGISTERS` registers, each in `0..=51`. Shared copy-on-write:
+    /// Exactly `REGISTERS` registers and their histogram. Shared copy-on-write:
     /// cloning a dense sketch (e.g. a window state handed out in a row) costs
     /// nothing, and a merge that changes no register copies nothing.
-    Dense(Arc<[u8]>),
+    Dense(Arc<DenseRegs>),
+}
+
+/// Length of a register-value histogram: values `0..=MAX_RANK`.
+const HIST_LEN: usize = MAX_RANK as usize + 1;
+/// Registers compared at a time by the dense ← dense merge.
+const CHUNK: usize = 64;
+/// Above this many rising registers, a dense ← dense merge no longer moves
+/// each rising register in the histogram: it marks the histogram stale.
+const STALE_ABOVE: usize = REGISTERS / 64;
+
+/// Dense registers with their histogram, which every write keeps exact unless
+/// it is stale.
+///
+/// A dense ← dense merge that raises many registers (a window accumulator
+/// taking a large pane) would pay a full recount (`O(m)`, what the estimate
+/// used to cost) for a histogram that may never be read before the next such
+/// merge; it marks the histogram stale instead, and a stale histogram is
+/// recounted when the estimate reads it. So no operation costs more than it
+/// did without the histogram, and sketches built by inserts and sparse merges
+/// (panes, most window states) estimate in `O(1)`.
+#[derive(Clone)]
+struct DenseRegs {
+    /// Each in `0..=MAX_RANK`.
+    regs: [u8; REGISTERS],
+    /// `hist[k]` = number of registers equal to `k` (sums to `REGISTERS`, which
+    /// fits a `u16`); meaningless while `stale`.
+    hist: [u16; HIST_LEN],
+    /// `hist` is out of date. Only set by a merge of a non-empty sketch, so a
+    /// stale sketch is non-empty.
+    stale: bool,
+}
+
+impl PartialEq for DenseRegs {
+    fn eq(&self, other: &Self) -> bool {
+        self.regs == other.regs
+    }
+}
+
+impl Eq for DenseRegs {}
+
+impl DenseRegs {
+    /// All registers zero.
+    fn zero() -> Self {
+        let mut hist = [0u16; HIST_LEN];
+        hist[0] = REGISTERS as u16;
+        DenseRegs {
+            regs: [0u8; REGISTERS],
+            hist,
+            stale: false,
+        }
+    }
+
+    /// Registers decoded elsewhere (each `<= MAX_RANK`); counts the histogram.
+    fn from_regs(regs: [u8; REGISTERS]) -> Self {
+        let hist = count_histogram(&regs);
+        DenseRegs {
+            regs,
+            hist,
+            stale: false,
+        }
+    }
+
+    /// `true` if some register is non-zero.
+    #[inline]
+    fn nonzero(&self) -> bool {
+        self.stale || usize::from(self.hist[0]) != REGISTERS
+    }
+
+    /// Number of non-zero registers.
+    fn nonzero_count(&self) -> usize {
+        if self.stale {
+            self.regs.iter().filter(|&&r| r != 0).count()
+        } else {
+            REGISTERS - usize::from(self.hist[0])
+        }
+    }
+
+    /// Raises register `i` to `r` if it is below.
+    #[inline]
+    fn raise(&mut self, i: usize, r: u8) {
+        let reg = &mut self.regs[i];
+        let old = *reg;
+        if old < r {
+            *reg = r;
+            if !self.stale {
+                self.hist[usize::from(old)] -= 1;
+                self.hist[usize::from(r)] += 1;
+            }
+        }
+    }
+
+    /// The first chunk of [`CHUNK`] registers, from chunk `from` on, in which
+    /// some register of `o` is above the same register of `self`.
+    fn first_chunk_above(&self, o: &DenseRegs, from: usize) -> Option<usize> {
+        // A branch-free fold over fixed-size chunks, so that it vectorizes.
+        self.regs
+            .chunks_exact(CHUNK)
+            .zip(o.regs.chunks_exact(CHUNK))
+            .skip(from)
+            .position(|(a, b)| a.iter().zip(b).fold(false, |acc, (x, y)| acc | (y > x)))
+            .map(|p| p + from)
+    }
+
+    /// Number of registers of `o` above the same register of `self`.
+    fn count_above(&self, o: &DenseRegs) -> usize {
+        // Per chunk a branch-free `u8` sum (at most 64), so that it vectorizes.
+        self.regs
+            .chunks_exact(CHUNK)
+            .zip(o.regs.chunks_exact(CHUNK))
+            .map(|(a, b)| {
+                let n: u8 = a.iter().zip(b).map(|(x, y)| u8::from(y > x)).sum();
+                usize::from(n)
+            })
+            .sum()
+    }
+
+    /// Register-wise maximum of `o` into `self`, where `rising` registers of
+    /// `o` are above those of `self` (from [`count_above`](Self::count_above)).
+    /// A few rising registers are moved in the histogram one by one, in the
+    /// chunks that hold them; beyond [`STALE_ABOVE`] (or when the histogram is
+    /// stale already) a vectorized maximum leaves the histogram stale.
+    fn max_with(&mut self, o: &DenseRegs, rising: usize) {
+        if self.stale || rising > STALE_ABOVE {
+            for (a, &b) in self.regs.iter_mut().zip(&o.regs) {
+                *a = (*a).max(b);
+            }
+            self.stale = true;
+            return;
+        }
+        let mut next = self.first_chunk_above(o, 0);
+        while let Some(c) = next {
+            let range = c * CHUNK..(c + 1) * CHUNK;
+            for (a, &b) in self.regs[range.clone()].iter_mut().zip(&o.regs[range]) {
+                let old = *a;
+                if old < b {
+                    *a = b;
+                    self.hist[usize::from(old)] -= 1;
+                    self.hist[usize::from(b)] += 1;
+                }
+            }
+            next = self.first_chunk_above(o, c + 1);
+        }
+    }
+
+    /// The histogram as the estimator takes it (recounted if stale).
+    fn histogram(&self) -> [u32; HIST_LEN] {
+        if self.stale {
+            count_histogram(&self.regs).map(u32::from)
+        } else {
+            self.hist.map(u32::from)
+        }
+    }
+}
+
+/// Counts the histogram of registers (each `<= MAX_RANK`), `O(m)`.
+fn count_histogram(regs: &[u8; REGISTERS]) -> [u16; HIST_LEN] {
+    // Four interleaved histograms avoid store-to-load stalls on runs of equal
+    // register values.
+    let mut h = [[0u32; 64]; 4];
+    for c in regs.chunks_exact(4) {
+        h[0][usize::from(c[0])] += 1;
+        h[1][usize::from(c[1])] += 1;
+        h[2][usize::from(c[2])] += 1;
+        h[3][usize::from(c[3])] += 1;
+    }
+    std::array::from_fn(|k| (h[0][k] + h[1][k] + h[2][k] + h[3][k]) as u16)
 }
 
 /// Shared all-zero dense registers (the start of every dense accumulator).
-fn zero_registers() -> Arc<[u8]> {
-    static ZEROS: OnceLock<Arc<[u8]>> = OnceLock::new();
-    ZEROS
-        .get_or_init(|| Arc::from(vec![0u8; REGISTERS]))
-        .clone()
-}
-
-/// `true` if some register of `o` is above the same register of `d`.
-fn any_above(d: &[u8], o: &[u8]) -> bool {
-    // A branch-free fold over fixed-size chunks, so that it vectorizes.
-    d.chunks_exact(64)
-        .zip(o.chunks_exact(64))
-        .any(|(a, b)| a.iter().zip(b).fold(false, |acc, (x, y)| acc | (y > x)))
-}
-
-/// Register-wise maximum of `o` into `d`.
-fn max_into(d: &mut [u8], o: &[u8]) {
-    for (a, &b) in d.iter_mut().zip(o.iter()) {
-        *a = (*a).max(b);
-    }
+fn zero_registers() -> Arc<DenseRegs> {
+    static ZEROS: OnceLock<Arc<DenseRegs>> = OnceLock::new();
+    ZEROS.get_or_init(|| Arc::new(DenseRegs::zero())).clone()
 }
 
 /// A HyperLogLog sketch with `p = 14` (see the [module docs](self)).
@@ -101,8 +255,6 @@ pub struct Hll {
     /// [`PENDING_MAX`] inserts, and by every `&mut` operation); `&self` readers
     /// see them through a normalized copy, so they are never lost, only slower.
     pending: Vec<u32>,
-    /// Dense mode only: some register is non-zero (so `is_empty` is `O(1)`).
-    dense_nonzero: bool,
 }
 
 /// How many sparse inserts are buffered before they are sorted into the list.
@@ -123,7 +275,6 @@ impl Hll {
         Hll {
             repr: Repr::Sparse(Vec::new()),
             pending: Vec::new(),
-            dense_nonzero: false,
         }
     }
 
@@ -149,7 +300,6 @@ impl Hll {
         let incoming = Hll {
             repr: Repr::Sparse(pending),
             pending: Vec::new(),
-            dense_nonzero: false,
         };
         self.merge_normalized(&incoming);
     }
@@ -185,10 +335,9 @@ impl Hll {
         // The guard bit caps the leading-zero count of the low q bits at q.
         let rank = (((hash << PRECISION) | (1 << (PRECISION - 1))).leading_zeros() + 1) as u8;
         match &mut self.repr {
-            Repr::Dense(regs) => {
-                if regs[index as usize] < rank {
-                    Arc::make_mut(regs)[index as usize] = rank;
-                    self.dense_nonzero = true;
+            Repr::Dense(d) => {
+                if d.regs[index as usize] < rank {
+                    Arc::make_mut(d).raise(index as usize, rank);
                 }
             }
             Repr::Sparse(_) => {
@@ -203,10 +352,9 @@ impl Hll {
     #[inline]
     fn set_max(&mut self, index: u32, rank: u8) {
         match &mut self.repr {
-            Repr::Dense(regs) => {
-                if regs[index as usize] < rank {
-                    Arc::make_mut(regs)[index as usize] = rank;
-                    self.dense_nonzero = true;
+            Repr::Dense(d) => {
+                if d.regs[index as usize] < rank {
+                    Arc::make_mut(d).raise(index as usize, rank);
                 }
             }
             Repr::Sparse(list) => {
@@ -243,17 +391,16 @@ impl Hll {
         self.flush_pending();
         if let Repr::Sparse(list) = &self.repr {
             if list.is_empty() {
-                self.dense_nonzero = false;
                 self.repr = Repr::Dense(zero_registers());
                 return;
             }
-            let mut regs = vec![0u8; REGISTERS];
+            let mut d = Arc::new(DenseRegs::zero());
+            let regs = Arc::make_mut(&mut d);
             for &e in list {
                 let (i, r) = unpack(e);
-                regs[usize::from(i)] = r;
+                regs.raise(usize::from(i), r);
             }
-            self.dense_nonzero = true;
-            self.repr = Repr::Dense(Arc::from(regs));
+            self.repr = Repr::Dense(d);
         }
     }
 
@@ -273,21 +420,18 @@ impl Hll {
         debug_assert!(other.pending.is_empty());
         match (&mut self.repr, &other.repr) {
             (_, Repr::Sparse(o)) if o.is_empty() => {}
-            (Repr::Dense(regs), Repr::Sparse(o)) => {
+            (Repr::Dense(d), Repr::Sparse(o)) => {
                 let above = |e: &u32| {
                     let (i, r) = unpack(*e);
-                    regs[usize::from(i)] < r
+                    d.regs[usize::from(i)] < r
                 };
-                if o.iter().any(above) {
-                    let regs = Arc::make_mut(regs);
-                    for &e in o {
+                // Entries before the first raising one change nothing.
+                if let Some(first) = o.iter().position(above) {
+                    let d = Arc::make_mut(d);
+                    for &e in &o[first..] {
                         let (i, r) = unpack(e);
-                        let reg = &mut regs[usize::from(i)];
-                        if *reg < r {
-                            *reg = r;
-                        }
+                        d.raise(usize::from(i), r);
                     }
-                    self.dense_nonzero = true;
                 }
             }
             (Repr::Sparse(s), Repr::Sparse(o)) => {
@@ -304,59 +448,45 @@ impl Hll {
             (Repr::Sparse(s), Repr::Dense(o)) => {
                 let list = std::mem::take(s);
                 self.repr = Repr::Dense(o.clone());
-                self.dense_nonzero = other.dense_nonzero;
                 if !list.is_empty() {
                     self.merge_normalized(&Hll {
                         repr: Repr::Sparse(list),
                         pending: Vec::new(),
-                        dense_nonzero: false,
                     });
                 }
             }
             (Repr::Dense(d), Repr::Dense(o)) => {
-                if Arc::ptr_eq(d, o) || !other.dense_nonzero {
+                if Arc::ptr_eq(d, o) || !o.nonzero() {
                     return;
                 }
-                if !self.dense_nonzero {
-                    // Empty: the union is `other`, shared.
+                if !d.nonzero() {
+                    // Empty: the union is `other`, shared (registers and histogram).
                     *d = o.clone();
-                } else if let Some(regs) = Arc::get_mut(d) {
-                    max_into(regs, o);
-                } else if any_above(d, o) {
-                    max_into(Arc::make_mut(d), o);
+                } else {
+                    let rising = d.count_above(o);
+                    if rising > 0 {
+                        // Copies only if shared, and only when something changes.
+                        Arc::make_mut(d).max_with(o, rising);
+                    }
                 }
-                self.dense_nonzero = true;
             }
         }
     }
 
     /// Histogram of register values: `hist[k]` = number of registers equal to
-    /// `k`. `O(entries)` for sparse sketches.
-    fn histogram(&self) -> [u32; 256] {
-        let mut hist = [0u32; 256];
+    /// `k`. `O(entries)` for sparse sketches; dense ones keep it up to date.
+    fn histogram(&self) -> [u32; HIST_LEN] {
         match &self.repr {
             Repr::Sparse(list) => {
+                let mut hist = [0u32; HIST_LEN];
                 hist[0] = (REGISTERS - list.len()) as u32;
                 for &e in list {
                     hist[usize::from(e as u8)] += 1;
                 }
+                hist
             }
-            Repr::Dense(regs) => {
-                // Four interleaved histograms avoid store-to-load stalls on
-                // runs of equal register values.
-                let mut h = [[0u32; 256]; 4];
-                for c in regs.chunks_exact(4) {
-                    h[0][usize::from(c[0])] += 1;
-                    h[1][usize::from(c[1])] += 1;
-                    h[2][usize::from(c[2])] += 1;
-                    h[3][usize::from(c[3])] += 1;
-                }
-                for (k, slot) in hist.iter_mut().enumerate() {
-                    *slot = h[0][k] + h[1][k] + h[2][k] + h[3][k];
-                }
-            }
+            Repr::Dense(d) => d.histogram(),
         }
-        hist
     }
 
     /// Cardinality estimate as `f64` (Ertl's improved raw estimator).
@@ -375,7 +505,7 @@ impl Hll {
     pub fn is_empty(&self) -> bool {
         match &self.repr {
             Repr::Sparse(list) => list.is_empty() && self.pending.is_empty(),
-            Repr::Dense(_) => !self.dense_nonzero,
+            Repr::Dense(d) => !d.nonzero(),
         }
     }
 
@@ -389,7 +519,8 @@ impl Hll {
         let this = self.normalized();
         match &this.repr {
             Repr::Sparse(list) => list.iter().map(|&e| unpack(e)).collect(),
-            Repr::Dense(regs) => regs
+            Repr::Dense(d) => d
+                .regs
                 .iter()
                 .enumerate()
                 .filter(|(_, &r)| r != 0)
@@ -429,9 +560,8 @@ impl Hll {
                     hll.densify();
                     hll.set_max(u32::from(i), r);
                 }
-                Repr::Dense(regs) => {
-                    Arc::make_mut(regs)[usize::from(i)] = r;
-                    hll.dense_nonzero = true;
+                Repr::Dense(d) => {
+                    Arc::make_mut(d).raise(usize::from(i), r);
                 }
             }
         }
@@ -444,7 +574,8 @@ impl Hll {
             Repr::Sparse(list) => {
                 (list.capacity() + self.pending.capacity()) * std::mem::size_of::<u32>()
             }
-            Repr::Dense(regs) => regs.len(),
+            // The registers and their histogram.
+            Repr::Dense(_) => std::mem::size_of::<DenseRegs>(),
         }
     }
 
@@ -462,18 +593,9 @@ impl Hll {
     /// the fly: `O(entries)` into a dense sketch, a linear list merge into a sparse one.
     pub fn merge_compact(&mut self, bytes: &[u8]) -> Result<usize, SketchError> {
         self.flush_pending();
-        if let Repr::Dense(regs) = &mut self.repr {
-            let regs = Arc::make_mut(regs);
-            let mut any = false;
-            let used = crate::compact::for_each(bytes, |i, r| {
-                let reg = &mut regs[i];
-                if *reg < r {
-                    *reg = r;
-                }
-                any = true;
-            })?;
-            self.dense_nonzero |= any;
-            return Ok(used);
+        if let Repr::Dense(d) = &mut self.repr {
+            let d = Arc::make_mut(d);
+            return crate::compact::for_each(bytes, |i, r| d.raise(i, r));
         }
         let mut list = Vec::new();
         let used = crate::compact::for_each(bytes, |i, r| list.push(pack(i as u32, r)))?;
@@ -481,7 +603,6 @@ impl Hll {
             self.merge_normalized(&Hll {
                 repr: Repr::Sparse(list),
                 pending: Vec::new(),
-                dense_nonzero: false,
             });
         }
         Ok(used)
@@ -526,11 +647,11 @@ impl Hll {
                 }
                 out
             }
-            Repr::Dense(regs) => {
+            Repr::Dense(d) => {
                 let mut out = Vec::with_capacity(2 + PACKED_DENSE_LEN);
                 out.push(Self::FORMAT_VERSION);
                 out.push(TAG_DENSE);
-                for c in regs.chunks_exact(4) {
+                for c in d.regs.chunks_exact(4) {
                     let w = u32::from(c[0])
                         | u32::from(c[1]) << 6
                         | u32::from(c[2]) << 12
@@ -583,7 +704,7 @@ impl Hll {
             TAG_DENSE => {
                 let packed = r.bytes(PACKED_DENSE_LEN)?;
                 r.finish()?;
-                let mut regs = vec![0u8; REGISTERS].into_boxed_slice();
+                let mut regs = [0u8; REGISTERS];
                 for (n, (src, dst)) in packed
                     .chunks_exact(3)
                     .zip(regs.chunks_exact_mut(4))
@@ -601,11 +722,9 @@ impl Hll {
                         *d = v;
                     }
                 }
-                let dense_nonzero = regs.iter().any(|&r| r != 0);
                 Ok(Hll {
-                    repr: Repr::Dense(Arc::from(regs)),
+                    repr: Repr::Dense(Arc::new(DenseRegs::from_regs(regs))),
                     pending: Vec::new(),
-                    dense_nonzero,
                 })
             }
             tag => Err(SketchError::UnknownEncoding(tag)),
@@ -619,12 +738,14 @@ impl PartialEq for Hll {
         let (this, other) = (self.normalized(), other.normalized());
         match (&this.repr, &other.repr) {
             (Repr::Sparse(a), Repr::Sparse(b)) => a == b,
-            (Repr::Dense(a), Repr::Dense(b)) => a == b,
+            // The histogram follows from the registers, so comparing it as well
+            // changes nothing but may decide sooner.
+            (Repr::Dense(a), Repr::Dense(b)) => Arc::ptr_eq(a, b) || a == b,
             (Repr::Sparse(s), Repr::Dense(d)) | (Repr::Dense(d), Repr::Sparse(s)) => {
-                d.iter().filter(|&&r| r != 0).count() == s.len()
+                d.nonzero_count() == s.len()
                     && s.iter().all(|&e| {
                         let (i, r) = unpack(e);
-                        d[usize::from(i)] == r
+                        d.regs[usize::from(i)] == r
                     })
             }
         }
@@ -638,7 +759,7 @@ impl std::fmt::Debug for Hll {
         let this = self.normalized();
         let nonzero = match &this.repr {
             Repr::Sparse(list) => list.len(),
-            Repr::Dense(regs) => regs.iter().filter(|&&r| r != 0).count(),
+            Repr::Dense(d) => d.nonzero_count(),
         };
         f.debug_struct("Hll")
             .field("repr", &if self.is_sparse() { "sparse" } else { "dense" })
@@ -648,9 +769,18 @@ impl std::fmt::Debug for Hll {
     }
 }
 
+/// The estimate of registers with histogram `hist` (`hist[k]` = number of
+/// registers equal to `k`, summing to [`REGISTERS`]), exactly as
+/// [`Hll::estimate_f64`] computes it. For tests that recompute the estimate
+/// from [`Hll::register_pairs`]; not a stable API.
+#[doc(hidden)]
+pub fn estimate_from_histogram(hist: &[u32; MAX_RANK as usize + 1]) -> f64 {
+    ertl_estimate(hist)
+}
+
 /// Ertl (2017), algorithm 6: improved raw estimator from the register
 /// histogram `c[0..=q+1]`.
-fn ertl_estimate(c: &[u32; 256]) -> f64 {
+fn ertl_estimate(c: &[u32; HIST_LEN]) -> f64 {
     let m = REGISTERS as f64;
     let mut z = m * tau((m - f64::from(c[Q + 1])) / m);
     for k in (1..=Q).rev() {
@@ -773,7 +903,9 @@ mod tests {
         }
         assert!(!h.is_sparse());
         h.flush_pending();
-        assert_eq!(h.heap_bytes(), REGISTERS);
+        // The registers, their histogram (52 two-byte counts) and its stale flag
+        // (one byte, padded to the counts' alignment).
+        assert_eq!(h.heap_bytes(), REGISTERS + 2 * HIST_LEN + 2);
     }
 
     #[test]

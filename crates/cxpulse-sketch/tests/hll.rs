@@ -417,3 +417,155 @@ fn insert_uses_xxh3_64_seed_0() {
         assert_eq!(a, b);
     }
 }
+
+/// One step of [`estimate_follows_every_operation`]: `k` and `j` pick sketches of the pool.
+#[derive(Debug, Clone)]
+enum Op {
+    Insert(usize, Vec<u64>),
+    Densify(usize),
+    /// Merge `j` into `k`: `j` itself (mode 0; the same sketch if `k == j`), a clone of it
+    /// (mode 1; sharing its dense registers) or a densified clone (mode 2).
+    Merge(usize, usize, u8),
+    /// `k` becomes a clone of `j`: the two share dense registers until one is written.
+    CloneFrom(usize, usize),
+    /// `k` becomes an empty dense sketch that then merges `j` (taking it by sharing).
+    EmptyDenseMerge(usize, usize),
+    /// `k` merges the compact encoding of `j`.
+    MergeCompact(usize, usize),
+    /// `k` becomes `from_compact` of `j`'s encoding.
+    FromCompact(usize, usize),
+    BytesRoundTrip(usize),
+    PairsRoundTrip(usize),
+    Reset(usize, bool),
+}
+
+const POOL: usize = 3;
+
+fn op() -> impl Strategy<Value = Op> {
+    let k = 0..POOL;
+    prop_oneof![
+        4 => (k.clone(), hashes()).prop_map(|(k, hs)| Op::Insert(k, hs)),
+        3 => k.clone().prop_map(Op::Densify),
+        8 => (k.clone(), k.clone(), 0u8..3).prop_map(|(k, j, m)| Op::Merge(k, j, m)),
+        1 => (k.clone(), k.clone()).prop_map(|(k, j)| Op::CloneFrom(k, j)),
+        1 => (k.clone(), k.clone()).prop_map(|(k, j)| Op::EmptyDenseMerge(k, j)),
+        2 => (k.clone(), k.clone()).prop_map(|(k, j)| Op::MergeCompact(k, j)),
+        1 => (k.clone(), k.clone()).prop_map(|(k, j)| Op::FromCompact(k, j)),
+        1 => k.clone().prop_map(Op::BytesRoundTrip),
+        1 => k.clone().prop_map(Op::PairsRoundTrip),
+        1 => (k, any::<bool>()).prop_map(|(k, d)| Op::Reset(k, d)),
+    ]
+}
+
+/// The estimate recomputed from scratch: the histogram of `register_pairs`.
+fn estimate_from_pairs(h: &Hll) -> f64 {
+    let mut hist = [0u32; MAX_RANK as usize + 1];
+    hist[0] = REGISTERS as u32;
+    for (_, r) in h.register_pairs() {
+        hist[0] -= 1;
+        hist[usize::from(r)] += 1;
+    }
+    cxpulse_sketch::hll::estimate_from_histogram(&hist)
+}
+
+fn max_regs(into: &mut [u8], from: &[u8]) {
+    for (a, &b) in into.iter_mut().zip(from) {
+        *a = (*a).max(b);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
+        ..ProptestConfig::with_cases(96)
+    })]
+
+    /// Dense sketches keep their register histogram up to date instead of counting it per
+    /// estimate: after every operation, on every sketch of the pool (clones share dense
+    /// registers), the estimate equals the one recomputed from the register values, and the
+    /// registers equal an independent model.
+    #[test]
+    fn estimate_follows_every_operation(
+        start in prop::collection::vec((hashes(), any::<bool>()), POOL),
+        ops in prop::collection::vec(op(), 1..16),
+    ) {
+        // Start from sketches of all sizes, half of them dense.
+        let mut pool: Vec<Hll> = start.iter().map(|(hs, d)| maybe_dense(hs, *d)).collect();
+        let mut models: Vec<Vec<u8>> = start.iter().map(|(hs, _)| model(hs)).collect();
+        for op in &ops {
+            match op.clone() {
+                Op::Insert(k, hs) => {
+                    for &x in &hs {
+                        pool[k].insert_hash(x);
+                    }
+                    max_regs(&mut models[k], &model(&hs));
+                }
+                Op::Densify(k) => pool[k].densify(),
+                Op::Merge(k, j, mode) => {
+                    if mode == 0 && k != j {
+                        let (lo, hi) = pool.split_at_mut(k.max(j));
+                        let (target, other) = if k < j {
+                            (&mut lo[k], &hi[0])
+                        } else {
+                            (&mut hi[0], &lo[j])
+                        };
+                        target.merge(other);
+                    } else {
+                        let mut other = pool[j].clone();
+                        if mode == 2 {
+                            other.densify();
+                        }
+                        pool[k].merge(&other);
+                    }
+                    let o = models[j].clone();
+                    max_regs(&mut models[k], &o);
+                }
+                Op::CloneFrom(k, j) => {
+                    pool[k] = pool[j].clone();
+                    models[k] = models[j].clone();
+                }
+                Op::EmptyDenseMerge(k, j) => {
+                    let mut h = Hll::new();
+                    h.densify();
+                    h.merge(&pool[j]);
+                    pool[k] = h;
+                    models[k] = models[j].clone();
+                }
+                Op::MergeCompact(k, j) => {
+                    let mut bytes = Vec::new();
+                    pool[j].write_compact(&mut bytes);
+                    prop_assert_eq!(pool[k].merge_compact(&bytes), Ok(bytes.len()));
+                    let o = models[j].clone();
+                    max_regs(&mut models[k], &o);
+                }
+                Op::FromCompact(k, j) => {
+                    let mut bytes = Vec::new();
+                    pool[j].write_compact(&mut bytes);
+                    let (h, used) = Hll::from_compact(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    prop_assert_eq!(used, bytes.len());
+                    pool[k] = h;
+                    models[k] = models[j].clone();
+                }
+                Op::BytesRoundTrip(k) => {
+                    pool[k] = Hll::from_bytes(&pool[k].to_bytes()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                }
+                Op::PairsRoundTrip(k) => {
+                    let pairs: Vec<_> = pool[k].register_pairs().collect();
+                    pool[k] = Hll::from_register_pairs(pairs).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                }
+                Op::Reset(k, dense) => {
+                    pool[k] = Hll::new();
+                    if dense {
+                        pool[k].densify();
+                    }
+                    models[k] = vec![0u8; REGISTERS];
+                }
+            }
+            for (h, m) in pool.iter().zip(&models) {
+                prop_assert_eq!(h.register_pairs().collect::<Vec<_>>(), pairs_of(m), "after {:?}", op);
+                prop_assert_eq!(h.estimate_f64().to_bits(), estimate_from_pairs(h).to_bits(), "after {:?}", op);
+                prop_assert_eq!(h.is_empty(), m.iter().all(|&r| r == 0), "after {:?}", op);
+            }
+        }
+    }
+}
