@@ -304,6 +304,17 @@ struct CaseOpen {
     key: (Channel, SegmentId),
 }
 
+impl CaseOpen {
+    /// The open of a case checkpointed under its hash: its event id no longer matters.
+    fn without_event_id(at: Millis, key: (Channel, SegmentId)) -> CaseOpen {
+        CaseOpen {
+            at,
+            event_id: Box::from(""),
+            key,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct CaseState {
     /// Open, first reply and resolution all lie behind `W − horizon`: nothing acceptable can
@@ -417,25 +428,25 @@ impl AgedCase {
         self.open_at + cfg.case_ttl_ms < floor
     }
 
-    /// [`CaseState::is_final`] for an aged case (its open lies behind the floor).
-    fn is_final(&self, floor: Millis, cfg: &EngineConfig) -> bool {
-        self.is_expired(floor, cfg) || (self.first_reply < floor && self.first_resolution < floor)
+    /// True when its first reply and first resolution both lie behind the floor: nothing
+    /// acceptable can change it any more ([`CaseState::is_final`] for an open behind the
+    /// floor that has not expired).
+    fn is_settled(&self, floor: Millis) -> bool {
+        self.first_reply < floor && self.first_resolution < floor
     }
 
-    /// The checkpoint entry of an aged case (format 3): named by its hash, its open without
-    /// event id, at most one reply and one resolution.
+    /// The checkpoint entry of an aged case (format 3): its open without event id, at most
+    /// one reply and one resolution.
     fn entry(hash: u128, aged: &AgedCase) -> (String, CaseState) {
-        let case = CaseState {
-            settled: false,
-            open: Some(CaseOpen {
-                at: aged.open_at,
-                event_id: Box::from(""),
-                key: aged.key,
-            }),
-            replies: Self::get(aged.first_reply).into_iter().collect(),
-            resolutions: Self::get(aged.first_resolution).into_iter().collect(),
-        };
-        (format!("{HASHED_ID_PREFIX}{hash:032x}"), case)
+        hashed_entry(
+            hash,
+            CaseState {
+                settled: false,
+                open: Some(CaseOpen::without_event_id(aged.open_at, aged.key)),
+                replies: Self::get(aged.first_reply).into_iter().collect(),
+                resolutions: Self::get(aged.first_resolution).into_iter().collect(),
+            },
+        )
     }
 }
 
@@ -1536,7 +1547,7 @@ impl KpiEngine {
                     }
                     return false;
                 }
-                if aged.is_final(floor, cfg) {
+                if aged.is_settled(floor) {
                     settled_cases.insert(*hash, aged.open_at);
                     return false;
                 }
@@ -1558,12 +1569,7 @@ impl KpiEngine {
                     }
                 }
                 // Its open can no longer change: keep only what can (see `AgedCase`).
-                if let Some(aged) = case
-                    .open
-                    .as_ref()
-                    .filter(|o| o.at < floor)
-                    .and_then(|_| AgedCase::of(case))
-                {
+                if let Some(aged) = AgedCase::of(case).filter(|a| a.open_at < floor) {
                     aged_cases.insert(id_hash(id), aged);
                     return false;
                 }
@@ -1750,18 +1756,21 @@ const SNAPSHOT_FORMAT: u32 = 3;
 /// hash in hex (no case id starts with NUL: ids are validated text).
 const HASHED_ID_PREFIX: char = '\u{0}';
 
+/// A case checkpointed under its id hash (settled since format 2, aged since format 3).
+fn hashed_entry(hash: u128, case: CaseState) -> (String, CaseState) {
+    (format!("{HASHED_ID_PREFIX}{hash:032x}"), case)
+}
+
 /// A settled case as a checkpoint entry (format 2): only its open time is meaningful.
 fn settled_entry(hash: u128, open_at: Millis) -> (String, CaseState) {
-    let case = CaseState {
-        settled: true,
-        open: Some(CaseOpen {
-            at: open_at,
-            event_id: Box::from(""),
-            key: (Channel::Unknown, 0),
-        }),
-        ..CaseState::default()
-    };
-    (format!("{HASHED_ID_PREFIX}{hash:032x}"), case)
+    hashed_entry(
+        hash,
+        CaseState {
+            settled: true,
+            open: Some(CaseOpen::without_event_id(open_at, (Channel::Unknown, 0))),
+            ..CaseState::default()
+        },
+    )
 }
 
 /// A checkpoint that cannot be restored.

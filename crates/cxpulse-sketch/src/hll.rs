@@ -186,7 +186,8 @@ impl DenseRegs {
     }
 
     /// Register-wise maximum of `o` into `self`, where `rising` registers of
-    /// `o` are above those of `self` (from [`count_above`](Self::count_above)).
+    /// `o` are above those of `self` (from [`count_above`](Self::count_above);
+    /// not read, and not counted by the caller, while the histogram is stale).
     /// A few rising registers are moved in the histogram one by one, in the
     /// chunks that hold them; beyond [`STALE_ABOVE`] (or when the histogram is
     /// stale already) a vectorized maximum leaves the histogram stale.
@@ -462,6 +463,12 @@ impl Hll {
                 if !d.nonzero() {
                     // Empty: the union is `other`, shared (registers and histogram).
                     *d = o.clone();
+                } else if d.stale {
+                    // The histogram is recounted when read: only whether some register
+                    // rises matters (copy only if shared, and only when something changes).
+                    if d.first_chunk_above(o, 0).is_some() {
+                        Arc::make_mut(d).max_with(o, REGISTERS);
+                    }
                 } else {
                     let rising = d.count_above(o);
                     if rising > 0 {
@@ -738,8 +745,7 @@ impl PartialEq for Hll {
         let (this, other) = (self.normalized(), other.normalized());
         match (&this.repr, &other.repr) {
             (Repr::Sparse(a), Repr::Sparse(b)) => a == b,
-            // The histogram follows from the registers, so comparing it as well
-            // changes nothing but may decide sooner.
+            // `DenseRegs` equality compares the registers only (a histogram may be stale).
             (Repr::Dense(a), Repr::Dense(b)) => Arc::ptr_eq(a, b) || a == b,
             (Repr::Sparse(s), Repr::Dense(d)) | (Repr::Dense(d), Repr::Sparse(s)) => {
                 d.nonzero_count() == s.len()
