@@ -9,6 +9,7 @@ pub mod engine;
 pub mod events;
 pub mod kpi;
 pub mod segments;
+mod settled;
 pub mod validate;
 pub mod watermark;
 pub mod window;
