@@ -5,6 +5,10 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use cxpulse_bench::{encoded_traffic, engine_config, run, Profile};
 use std::time::Duration;
 
+// The allocator of the `cxpulse` binary, so that the figures are the job's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn pipeline(c: &mut Criterion) {
     let profile = Profile::large();
     let records = encoded_traffic(&profile);

@@ -4,6 +4,10 @@
 //! `profile_run [events] [windows] [events_per_second]`
 use cxpulse_bench::{encoded_traffic, engine_config, run, Profile};
 
+// The allocator of the `cxpulse` binary, so that the figures are the job's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let mut profile = Profile::large();

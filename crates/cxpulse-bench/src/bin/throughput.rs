@@ -4,6 +4,10 @@
 use cxpulse_bench::{encoded_traffic, engine_config, run, Profile};
 use std::time::Instant;
 
+// The allocator of the `cxpulse` binary, so that the figures are the job's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let mut profile = Profile::large();
     let mut args = std::env::args().skip(1);
