@@ -1046,6 +1046,10 @@ impl KpiEngine {
             .windows(2)
             .all(|p| p[0].slide_ms == p[1].slide_ms);
         let mut ends = Vec::new();
+        let mut by_length: Vec<usize> = (0..self.cfg.windows.len()).collect();
+        by_length.sort_by_key(|&wi| self.cfg.windows[wi].length_ms);
+        // Window end → (start, index in `rows`) of the longest window evaluated so far.
+        let mut shorter_rows: FxHashMap<Millis, (Millis, usize)> = FxHashMap::default();
         for key in &keys {
             let corrected = dirty.get(key);
             if same_slide && corrected.is_none() {
@@ -1081,7 +1085,15 @@ impl KpiEngine {
                     }
                 }
             }
-            for (wi, w) in self.cfg.windows.iter().enumerate() {
+            // Shortest window first: a window whose extra span (before the start of a shorter
+            // one with the same end) holds no pane has the shorter one's state, and takes its
+            // row (young series, and series with gaps, skip most evaluations). Every pane the
+            // longer window reads and the shorter does not starts in that span: where the
+            // longer window's tiling takes a coarser pane than the shorter's, that pane
+            // starts before the shorter window's start.
+            shorter_rows.clear();
+            for &wi in &by_length {
+                let w = &self.cfg.windows[wi];
                 ends.clear();
                 // Corrections: emitted ends after the earliest touched minute whose window
                 // still reaches the latest touched minute; then the new ends.
@@ -1097,22 +1109,48 @@ impl KpiEngine {
                 if ends.is_empty() {
                     continue;
                 }
-                let states = self.window_states(key, w, &ends);
-                for (i, (end, state)) in ends.iter().zip(states).enumerate() {
-                    if !has_row(&state) {
-                        continue;
-                    }
+                // Per end: the row of a shorter window to take, if any.
+                let taken: Vec<Option<usize>> = ends
+                    .iter()
+                    .map(|end| {
+                        let start = w.start_for(&self.grid, *end);
+                        shorter_rows.get(end).and_then(|&(s, row)| {
+                            (s >= start && !self.holds_pane_starting_in(key, start, s))
+                                .then_some(row)
+                        })
+                    })
+                    .collect();
+                let evaluated: Vec<Millis> = ends
+                    .iter()
+                    .zip(&taken)
+                    .filter(|(_, t)| t.is_none())
+                    .map(|(e, _)| *e)
+                    .collect();
+                let mut states = self.window_states(key, w, &evaluated).into_iter();
+                for (i, (end, taken)) in ends.iter().zip(taken).enumerate() {
+                    let start = w.start_for(&self.grid, *end);
+                    let (state, kpis) = match taken {
+                        Some(row) => (rows[row].state.clone(), rows[row].kpis.clone()),
+                        None => match states.next() {
+                            Some(state) if has_row(&state) => {
+                                let kpis = state.snapshot();
+                                (state, kpis)
+                            }
+                            _ => continue,
+                        },
+                    };
                     if i < corrections {
                         self.stats.corrections_emitted += 1;
                     }
-                    let start = w.start_for(&self.grid, *end);
-                    rows.push(self.make_row(
+                    shorter_rows.insert(*end, (start, rows.len()));
+                    rows.push(self.make_row_with(
                         &self.window_names[wi],
                         key,
                         start,
                         *end,
                         watermark,
                         state,
+                        kpis,
                     ));
                 }
             }
@@ -1224,6 +1262,14 @@ impl KpiEngine {
             }
         }
         ends
+    }
+
+    /// True when some partition holds a pane of `key` starting in `[from, to)`.
+    fn holds_pane_starting_in(&self, key: &GroupKey, from: Millis, to: Millis) -> bool {
+        self.partitions
+            .values()
+            .filter_map(|p| p.panes.series(key))
+            .any(|series| series.holds_pane_starting_in(from, to))
     }
 
     /// Merges `key`'s panes over `[from, to)` from every partition into `acc`.

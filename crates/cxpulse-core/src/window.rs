@@ -429,6 +429,15 @@ impl<S: Freeze> PaneSeries<S> {
         self.tiers[tier.index()].get(start)
     }
 
+    /// True when some pane of any tier starts in `[from, to)`.
+    pub fn holds_pane_starting_in(&self, from: Millis, to: Millis) -> bool {
+        from < to
+            && self
+                .tiers
+                .iter()
+                .any(|tier| tier.range(from, to).next().is_some())
+    }
+
     /// Merges the panes of `tier` starting in `[from, to)` into `acc`; returns how many.
     pub fn merge_tier_range(&self, tier: Tier, from: Millis, to: Millis, acc: &mut S) -> usize {
         self.tiers[tier.index()].merge_range(from, to, acc)
