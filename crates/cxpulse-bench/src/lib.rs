@@ -24,6 +24,8 @@ pub struct Profile {
     /// Events per second of event time.
     pub events_per_second: f64,
     pub seed: u64,
+    /// Event time of the first event.
+    pub start: Millis,
 }
 
 impl Profile {
@@ -34,6 +36,7 @@ impl Profile {
             segments: 143,
             events_per_second: 2_000.0,
             seed: 7,
+            start: GeneratorConfig::default().start,
         }
     }
 }
@@ -41,6 +44,7 @@ impl Profile {
 pub fn generator_config(p: &Profile) -> GeneratorConfig {
     GeneratorConfig {
         seed: p.seed,
+        start: p.start,
         events_per_second: p.events_per_second,
         customers: 2_000_000,
         segments: (0..p.segments).map(|i| format!("segment-{i:03}")).collect(),
@@ -99,9 +103,58 @@ pub struct RunSummary {
 /// Decodes, validates and aggregates every record, advancing every `batch` records
 /// (a Kafka poll batch).
 pub fn run(records: &[EncodedRecord], cfg: EngineConfig, batch: usize) -> (KpiEngine, RunSummary) {
+    run_on(
+        KpiEngine::new(cfg).expect("valid engine config"),
+        records,
+        batch,
+    )
+}
+
+/// An engine that has seen `days` of history before `profile`'s start, at
+/// `events_per_second` (same segments, another seed, nothing late or repeated), advanced
+/// every 6 h of event time. So every window holds its own panes, as in steady state.
+pub fn with_history(
+    profile: &Profile,
+    cfg: EngineConfig,
+    days: f64,
+    events_per_second: f64,
+) -> KpiEngine {
+    let mut engine = KpiEngine::new(cfg).expect("valid engine config");
+    let span = (days * DAY_MS as f64) as Millis;
+    let history = Profile {
+        events_per_second,
+        seed: profile.seed ^ 0x5eed,
+        start: profile.start - span,
+        ..*profile
+    };
+    let gen_cfg = GeneratorConfig {
+        late_share: 0.0,
+        duplicate_share: 0.0,
+        ..generator_config(&history)
+    };
+    let mut next_advance = history.start + 6 * HOUR_MS;
+    for d in Generator::new(gen_cfg).expect("valid generator config") {
+        if d.event.event_time() >= profile.start || d.arrival >= profile.start {
+            break;
+        }
+        engine.ingest(0, &d.event, d.arrival);
+        if d.arrival >= next_advance {
+            engine.advance(d.arrival);
+            next_advance += 6 * HOUR_MS;
+        }
+    }
+    engine.advance(profile.start);
+    engine
+}
+
+/// [`run`] on an engine that may hold state already.
+pub fn run_on(
+    mut engine: KpiEngine,
+    records: &[EncodedRecord],
+    batch: usize,
+) -> (KpiEngine, RunSummary) {
     let decoder = Decoder::new(SchemaRegistry::new());
     let policy = ValidationPolicy::default();
-    let mut engine = KpiEngine::new(cfg).expect("valid engine config");
     let mut s = RunSummary::default();
     // One reusable event per record kind: decoding allocates nothing once warm.
     let mut touchpoint = CxEvent::Touchpoint(empty_touchpoint());
