@@ -20,6 +20,23 @@
 //! escape length (24 one-bits for gaps, 8 for ranks) the escape is followed by `x` in raw
 //! bits (14 for gaps, 6 for ranks) instead.
 //!
+//! Sketches with most registers non-zero take the *nibble form* instead, unless it is more
+//! than a quarter larger: every register as 4 bits above a base rank, which a dense
+//! accumulator takes with a plain register-wise maximum instead of decoding codes one by one
+//! (Rice codes of a nearly full sketch take about 4 bits per register as well):
+//!
+//! ```text
+//! varint k                      number of non-zero registers (> 0)
+//! u8     0xff                   the nibble form (Rice parameters are never 0xff)
+//! u8     base                   0 if some register is zero, else the smallest rank
+//!                               (base + 15 <= 51)
+//! varint e                      number of exceptions
+//! e × 3 bytes                   u16 index (little-endian, increasing), u8 rank: registers
+//!                               whose rank is base + 15 or more
+//! 8192 bytes                    register 2i in the low nibble of byte i, 2i + 1 in the high
+//!                               one: rank − base, or 15 for an exception
+//! ```
+//!
 //! [`Hll::write_compact`]: crate::Hll::write_compact
 //! [`Hll::to_bytes`]: crate::Hll::to_bytes
 
@@ -35,6 +52,11 @@ const RANK_ESC: u32 = 8;
 const RANK_BITS: u32 = 6;
 const MAX_GAP_K: u32 = 13;
 const MAX_RANK_K: u32 = 5;
+/// The marker of the nibble form, where the Rice parameters would be.
+const NIBBLE_FORM: u8 = 0xff;
+/// The nibble of a register listed among the exceptions.
+const NIBBLE_ESC: u8 = 15;
+const NIBBLE_BYTES: usize = REGISTERS / 2;
 
 #[inline]
 fn mask(bits: u32) -> u64 {
@@ -178,6 +200,16 @@ pub(crate) fn write(pairs: &[(u16, u8)], out: &mut Vec<u8>) {
             .map(|p| rice_cost(u32::from(p.1 - r_min), k, RANK_ESC, RANK_BITS))
             .sum()
     });
+    let rice_bits: u64 = gaps()
+        .zip(pairs)
+        .map(|(g, p)| {
+            rice_cost(g, b, GAP_ESC, GAP_BITS)
+                + rice_cost(u32::from(p.1 - r_min), c, RANK_ESC, RANK_BITS)
+        })
+        .sum();
+    if pairs.len() > REGISTERS / 2 && write_nibbles(pairs, r_min, rice_bits.div_ceil(8), out) {
+        return;
+    }
     let mut w = BitWriter {
         out: Vec::with_capacity(pairs.len()),
         acc: 0,
@@ -194,19 +226,159 @@ pub(crate) fn write(pairs: &[(u16, u8)], out: &mut Vec<u8>) {
     out.extend_from_slice(&bits);
 }
 
-/// Calls `f(index, rank)` for every register of the encoding at the front of `bytes`, in
-/// increasing index order; returns how many bytes the encoding took.
-#[inline]
-pub(crate) fn for_each(bytes: &[u8], mut f: impl FnMut(usize, u8)) -> Result<usize, SketchError> {
+/// Appends the nibble form of `pairs` (the count is written already) unless it takes more
+/// than 1.25 × `rice_bytes` or the ranks do not allow it; returns whether it did.
+fn write_nibbles(pairs: &[(u16, u8)], r_min: u8, rice_bytes: u64, out: &mut Vec<u8>) -> bool {
+    let base = if pairs.len() == REGISTERS { r_min } else { 0 };
+    if base + NIBBLE_ESC > MAX_RANK {
+        return false;
+    }
+    let exceptions = pairs.iter().filter(|p| p.1 >= base + NIBBLE_ESC).count();
+    if (NIBBLE_BYTES + 3 * exceptions) as u64 > rice_bytes + rice_bytes / 4 {
+        return false;
+    }
+    out.push(NIBBLE_FORM);
+    out.push(base);
+    put_u64(out, exceptions as u64);
+    let mut nibbles = vec![0u8; NIBBLE_BYTES];
+    for &(i, rank) in pairs {
+        let nibble = if rank >= base + NIBBLE_ESC {
+            out.extend_from_slice(&i.to_le_bytes());
+            out.push(rank);
+            NIBBLE_ESC
+        } else {
+            rank - base
+        };
+        nibbles[usize::from(i) / 2] |= nibble << (4 * (i % 2));
+    }
+    out.extend_from_slice(&nibbles);
+    true
+}
+
+/// One compact encoding, parsed (its counts and lengths checked, not its contents).
+pub(crate) enum Compact<'a> {
+    Empty,
+    Rice {
+        k: u64,
+        b: u32,
+        c: u32,
+        r_min: u8,
+        stream: &'a [u8],
+    },
+    Nibbles(Nibbles<'a>),
+}
+
+/// The nibble form (see the module docs).
+pub(crate) struct Nibbles<'a> {
+    k: u64,
+    base: u8,
+    /// 3 bytes each.
+    exceptions: &'a [u8],
+    nibbles: &'a [u8],
+}
+
+impl Nibbles<'_> {
+    /// The listed exceptions, checked: increasing indices whose nibble is the escape, ranks
+    /// from `base + 15` to `MAX_RANK`.
+    fn exceptions(&self) -> impl Iterator<Item = Result<(usize, u8), SketchError>> + '_ {
+        let mut next = 0usize;
+        self.exceptions.chunks_exact(3).map(move |e| {
+            let index = usize::from(u16::from_le_bytes([e[0], e[1]]));
+            let rank = e[2];
+            if index >= REGISTERS || index < next {
+                return Err(SketchError::RegisterIndexOutOfRange(index as u32));
+            }
+            next = index + 1;
+            if nibble(self.nibbles, index) != NIBBLE_ESC
+                || rank < self.base + NIBBLE_ESC
+                || rank > MAX_RANK
+            {
+                return Err(SketchError::RankOutOfRange {
+                    index: index as u32,
+                    rank,
+                });
+            }
+            Ok((index, rank))
+        })
+    }
+
+    /// Checks the counts: `k` non-zero registers (a nibble 0 is a zero register when the
+    /// base is 0) and one escape nibble per exception, every exception valid.
+    fn check(&self) -> Result<(), SketchError> {
+        let count = |x: u8| -> usize {
+            self.nibbles
+                .iter()
+                .map(|&b| usize::from(b & 0x0f == x) + usize::from(b >> 4 == x))
+                .sum()
+        };
+        let zeros = if self.base == 0 { count(0) } else { 0 };
+        if (REGISTERS - zeros) as u64 != self.k {
+            return Err(SketchError::BadLength(self.k));
+        }
+        let escapes = count(NIBBLE_ESC);
+        if escapes != self.exceptions.len() / 3 {
+            return Err(SketchError::BadLength(escapes as u64));
+        }
+        self.exceptions().try_for_each(|e| e.map(|_| ()))
+    }
+
+    /// Register-wise maximum into dense registers, without a histogram (the caller marks
+    /// its histogram stale). Nothing is written if the encoding is corrupt.
+    pub(crate) fn max_into(&self, regs: &mut [u8; REGISTERS]) -> Result<(), SketchError> {
+        self.check()?;
+        let base = self.base;
+        // An escape stands for at least base + 15; its exception raises it further below.
+        for (pair, &byte) in regs.chunks_exact_mut(2).zip(self.nibbles) {
+            pair[0] = pair[0].max(base + (byte & 0x0f));
+            pair[1] = pair[1].max(base + (byte >> 4));
+        }
+        for (index, rank) in self.exceptions().flatten() {
+            regs[index] = regs[index].max(rank);
+        }
+        Ok(())
+    }
+}
+
+fn nibble(nibbles: &[u8], index: usize) -> u8 {
+    nibbles
+        .get(index / 2)
+        .map_or(0, |b| (b >> (4 * (index % 2))) & 0x0f)
+}
+
+/// Parses the encoding at the front of `bytes`; also returns how many bytes it takes.
+pub(crate) fn parse(bytes: &[u8]) -> Result<(Compact<'_>, usize), SketchError> {
     let mut r = Reader::new(bytes);
     let k = r.u64()?;
     if k == 0 {
-        return Ok(bytes.len() - r.remaining());
+        return Ok((Compact::Empty, bytes.len() - r.remaining()));
     }
     if k > REGISTERS as u64 {
         return Err(SketchError::BadLength(k));
     }
     let params = r.u8()?;
+    if params == NIBBLE_FORM {
+        let base = r.u8()?;
+        if base + NIBBLE_ESC > MAX_RANK {
+            return Err(SketchError::RankOutOfRange {
+                index: 0,
+                rank: base,
+            });
+        }
+        let e = r.u64()?;
+        if e > REGISTERS as u64 {
+            return Err(SketchError::BadLength(e));
+        }
+        let exceptions = r.bytes(3 * e as usize)?;
+        let nibbles = r.bytes(NIBBLE_BYTES)?;
+        let used = bytes.len() - r.remaining();
+        let form = Nibbles {
+            k,
+            base,
+            exceptions,
+            nibbles,
+        };
+        return Ok((Compact::Nibbles(form), used));
+    }
     let (b, c) = (u32::from(params & 0x0f), u32::from(params >> 4));
     if b > MAX_GAP_K || c > MAX_RANK_K {
         return Err(SketchError::UnknownEncoding(params));
@@ -218,6 +390,74 @@ pub(crate) fn for_each(bytes: &[u8], mut f: impl FnMut(usize, u8)) -> Result<usi
     }
     let stream = r.bytes(n as usize)?;
     let used = bytes.len() - r.remaining();
+    let rice = Compact::Rice {
+        k,
+        b,
+        c,
+        r_min,
+        stream,
+    };
+    Ok((rice, used))
+}
+
+/// Calls `f(index, rank)` for every register of the encoding at the front of `bytes`, in
+/// increasing index order; returns how many bytes the encoding took.
+#[inline]
+pub(crate) fn for_each(bytes: &[u8], f: impl FnMut(usize, u8)) -> Result<usize, SketchError> {
+    let (form, used) = parse(bytes)?;
+    form.for_each(f)?;
+    Ok(used)
+}
+
+impl Compact<'_> {
+    /// Number of non-zero registers.
+    pub(crate) fn registers(&self) -> u64 {
+        match self {
+            Compact::Empty => 0,
+            Compact::Rice { k, .. } => *k,
+            Compact::Nibbles(n) => n.k,
+        }
+    }
+
+    /// Calls `f(index, rank)` for every non-zero register, in increasing index order.
+    pub(crate) fn for_each(self, mut f: impl FnMut(usize, u8)) -> Result<(), SketchError> {
+        match self {
+            Compact::Empty => Ok(()),
+            Compact::Rice {
+                k,
+                b,
+                c,
+                r_min,
+                stream,
+            } => for_each_rice(k, b, c, r_min, stream, f),
+            Compact::Nibbles(n) => {
+                // Checked first: every escape nibble has its exception, in index order.
+                n.check()?;
+                let mut exceptions = n.exceptions().flatten();
+                for index in 0..REGISTERS {
+                    let x = nibble(n.nibbles, index);
+                    let rank = match x {
+                        NIBBLE_ESC => exceptions.next().map_or(0, |e| e.1),
+                        _ => n.base + x,
+                    };
+                    if rank != 0 {
+                        f(index, rank);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn for_each_rice(
+    k: u64,
+    b: u32,
+    c: u32,
+    r_min: u8,
+    stream: &[u8],
+    mut f: impl FnMut(usize, u8),
+) -> Result<(), SketchError> {
     let mut bits = BitReader::new(stream);
     let mut next = 0usize;
     for _ in 0..k {
@@ -236,7 +476,7 @@ pub(crate) fn for_each(bytes: &[u8], mut f: impl FnMut(usize, u8)) -> Result<usi
         f(index, rank as u8);
         next = index + 1;
     }
-    Ok(used)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -293,6 +533,96 @@ mod tests {
             bytes.len(),
             pairs.len()
         );
+    }
+
+    /// Registers of `n` pseudo-random keys, as (index, rank) pairs.
+    fn random_pairs(n: usize, seed: u64) -> Vec<(u16, u8)> {
+        let mut x = seed | 1;
+        let mut regs = vec![0u8; REGISTERS];
+        for _ in 0..n {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let i = (x >> 50) as usize;
+            let r = ((x << 14) | (1 << 13)).leading_zeros() as u8 + 1;
+            regs[i] = regs[i].max(r);
+        }
+        regs.iter()
+            .enumerate()
+            .filter(|(_, r)| **r != 0)
+            .map(|(i, r)| (i as u16, *r))
+            .collect()
+    }
+
+    fn nibble_form(bytes: &[u8]) -> bool {
+        matches!(parse(bytes), Ok((Compact::Nibbles(_), _)))
+    }
+
+    #[test]
+    fn nearly_full_sketches_take_the_nibble_form() {
+        // Some zero registers (base 0); none (base = smallest rank); high ranks (exceptions).
+        let mut full: Vec<(u16, u8)> = (0..REGISTERS as u16)
+            .map(|i| (i, 3 + (i % 9) as u8))
+            .collect();
+        full[77].1 = 40;
+        full[16383].1 = 51;
+        for pairs in [random_pairs(60_000, 7), random_pairs(400_000, 9), full] {
+            let bytes = round_trip(&pairs);
+            assert!(nibble_form(&bytes), "{} registers", pairs.len());
+            assert!(bytes.len() < NIBBLE_BYTES + 64);
+            let mut regs = [0u8; REGISTERS];
+            let Ok((Compact::Nibbles(n), _)) = parse(&bytes) else {
+                panic!("nibble form");
+            };
+            n.max_into(&mut regs).expect("valid");
+            let mut expected = [0u8; REGISTERS];
+            for &(i, r) in &pairs {
+                expected[usize::from(i)] = r;
+            }
+            assert_eq!(regs, expected);
+            // A maximum: registers already higher stay.
+            let mut high = [50u8; REGISTERS];
+            n.max_into(&mut high).expect("valid");
+            assert!(high.iter().zip(&expected).all(|(h, e)| *h == (*e).max(50)));
+        }
+        // Half-full sketches stay Rice-coded (smaller).
+        let half = random_pairs(13_000, 11);
+        assert!(half.len() > REGISTERS / 2 && !nibble_form(&round_trip(&half)));
+    }
+
+    #[test]
+    fn corrupt_nibble_form_is_an_error_and_writes_nothing() {
+        let mut pairs = random_pairs(60_000, 5);
+        pairs[100].1 = 45;
+        let mut bytes = Vec::new();
+        write(&pairs, &mut bytes);
+        assert!(nibble_form(&bytes));
+        for i in (0..bytes.len()).step_by(7).chain(0..16) {
+            for v in [0u8, 0xff, 0x0f, 0xf0, 0x80] {
+                let mut b = bytes.clone();
+                b[i] = v;
+                let _ = for_each(&b, |i, r| {
+                    assert!(i < REGISTERS && (1..=MAX_RANK).contains(&r));
+                });
+                if let Ok((Compact::Nibbles(n), _)) = parse(&b) {
+                    let mut regs = [0u8; REGISTERS];
+                    match n.max_into(&mut regs) {
+                        Ok(()) => assert!(regs.iter().all(|&r| r <= MAX_RANK)),
+                        Err(_) => assert_eq!(regs, [0u8; REGISTERS]),
+                    }
+                }
+            }
+        }
+        // An escape nibble without its exception is found, whichever way it is read.
+        let last = bytes.len() - 1;
+        assert!(bytes[last] & 0x0f != 0x0f, "pick a byte without an escape");
+        let mut b = bytes.clone();
+        b[last] |= 0x0f;
+        assert!(for_each(&b, |_, _| {}).is_err());
+        let Ok((Compact::Nibbles(n), _)) = parse(&b) else {
+            panic!("still the nibble form");
+        };
+        assert!(n.max_into(&mut [0u8; REGISTERS]).is_err());
     }
 
     #[test]

@@ -601,8 +601,23 @@ impl Hll {
     pub fn merge_compact(&mut self, bytes: &[u8]) -> Result<usize, SketchError> {
         self.flush_pending();
         if let Repr::Dense(d) = &mut self.repr {
+            let (form, used) = crate::compact::parse(bytes)?;
             let d = Arc::make_mut(d);
-            return crate::compact::for_each(bytes, |i, r| d.raise(i, r));
+            match form {
+                crate::compact::Compact::Nibbles(n) => {
+                    // A register-wise maximum, vectorized: the histogram is recounted when read.
+                    n.max_into(&mut d.regs)?;
+                    d.stale = true;
+                }
+                // Many registers (a window accumulator taking a large frozen pane): as a
+                // dense <- dense merge, plain maxima and a stale histogram.
+                form if form.registers() > STALE_ABOVE as u64 => {
+                    d.stale = true;
+                    form.for_each(|i, r| d.regs[i] = d.regs[i].max(r))?;
+                }
+                form => form.for_each(|i, r| d.raise(i, r))?,
+            }
+            return Ok(used);
         }
         let mut list = Vec::new();
         let used = crate::compact::for_each(bytes, |i, r| list.push(pack(i as u32, r)))?;

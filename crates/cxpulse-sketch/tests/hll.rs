@@ -47,6 +47,8 @@ fn hashes() -> impl Strategy<Value = Vec<u64>> {
         2 => prop::collection::vec(any::<u64>(), 900..1300),
         1 => prop::collection::vec(any::<u64>(), 2000..4000),
         1 => prop::collection::vec((0u64..16384, 0u32..64).prop_map(|(i, s)| (i << 50) | ((1u64 << 50) - 1) >> s), 0..100),
+        // Most registers set (the compact encoding's nibble form).
+        1 => prop::collection::vec(any::<u64>(), 40_000..80_000),
     ]
 }
 
