@@ -510,22 +510,7 @@ mod tests {
     #[test]
     fn small_for_typical_sparse_sets() {
         // ~1,600 registers spread over 16,384 with geometric ranks: about 7 bits each.
-        let mut x = 0x1234_5678_9abc_def0u64;
-        let mut regs = vec![0u8; REGISTERS];
-        for _ in 0..1700 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let i = (x >> 50) as usize;
-            let r = ((x << 14) | (1 << 13)).leading_zeros() as u8 + 1;
-            regs[i] = regs[i].max(r);
-        }
-        let pairs: Vec<(u16, u8)> = regs
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| **r != 0)
-            .map(|(i, r)| (i as u16, *r))
-            .collect();
+        let pairs = random_pairs(1700, 0x1234_5678_9abc_def0);
         let bytes = round_trip(&pairs);
         assert!(
             bytes.len() * 8 < pairs.len() * 8,
