@@ -132,6 +132,11 @@ fn bench_hll(c: &mut Criterion) {
     // A merge that changes no register (the target already holds the source).
     let mut union = dense_base.clone();
     union.merge(&dense2);
+    // A dense <- dense merge that raised many registers left the histogram stale: the
+    // estimate recounts it.
+    g.bench_function("estimate/dense_stale", |b| {
+        b.iter(|| black_box(&union).estimate())
+    });
     g.bench_function("merge/dense_into_dense_unchanged", |b| {
         b.iter_batched_ref(
             || union.clone(),
