@@ -24,13 +24,14 @@ mod common;
 use common::{
     cxpulse_bin, env_or_skip, free_port, get, temp_dir, wait_for, ChildGuard, PrivatePrometheus,
 };
+use cxpulse::test_stack::StackJob;
 use cxpulse_stack_tests::{
     dashboards, interpolate, parse_label_values, queries, repo_root, variables, Source,
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 /// Alerting rules this test provokes (their expressions must return data). The others
@@ -183,36 +184,12 @@ fn every_promql_expression_returns_data_from_a_running_job() {
         .file_name()
         .map(|n| n.to_string_lossy().replace(['-', '.'], "_"))
         .unwrap_or_else(|| "promql".into());
-    let envs: Vec<(String, String)> = [
-        ("CXPULSE_KAFKA__BOOTSTRAP", kafka.clone()),
-        ("CXPULSE_KAFKA__TOPICS__TOUCHPOINTS", format!("{tag}_tp")),
-        ("CXPULSE_KAFKA__TOPICS__SURVEYS", format!("{tag}_sv")),
-        ("CXPULSE_KAFKA__DEAD_LETTER_TOPIC", format!("{tag}_dl")),
-        ("CXPULSE_KAFKA__GROUP_ID", format!("{tag}_g")),
-        // tansu: a group join takes half the session timeout.
-        (
-            "CXPULSE_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS",
-            "6000".into(),
-        ),
-        (
-            "CXPULSE_KAFKA__PROPERTIES__HEARTBEAT_INTERVAL_MS",
-            "500".into(),
-        ),
-        ("CXPULSE_CLICKHOUSE__URL", clickhouse.clone()),
-        ("CXPULSE_CLICKHOUSE__DATABASE", format!("{tag}_db")),
-        ("CXPULSE_ENGINE__CORRECTION_HORIZON", "3m".into()),
-        ("CXPULSE_ENGINE__WINDOWS", WINDOWS.into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let job = StackJob::new(&kafka, &clickhouse, &tag)
+        .with("CXPULSE_ENGINE__CORRECTION_HORIZON", "3m")
+        .with("CXPULSE_ENGINE__WINDOWS", WINDOWS);
     let cxpulse = |args: &[&str]| {
-        let mut c = Command::new(&bin);
-        c.args(args)
-            .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env_remove("CXPULSE_CONFIG")
-            .current_dir(&dir)
-            .stdin(Stdio::null());
+        let mut c = job.command(&bin, args);
+        c.current_dir(&dir).stdin(Stdio::null());
         c
     };
     let drop_from_minute = (BACKFILL_HOURS - DROP_HOURS) * 60;

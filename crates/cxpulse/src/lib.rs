@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod duration;
 pub mod logging;
+pub mod test_stack;
 
 use cli::{Cli, Command, ConfigCommand};
 

@@ -7,6 +7,7 @@
 //! 10,000 malformed records, broker restart. The tests share the servers, so they run one at
 //! a time (a lock). Without the `CXPULSE_TEST_*` variables each prints SKIPPED and passes.
 
+use cxpulse::test_stack::{unique, StackJob};
 use cxpulse_avro::{Decoder, RecordKind, SchemaRegistry};
 use cxpulse_clickhouse::{Client, WindowRow};
 use cxpulse_core::kpi::KpiState;
@@ -32,14 +33,6 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{prefix}_{}_{}", std::process::id(), nanos % 1_000_000_000)
-}
-
 struct Servers {
     kafka: String,
     clickhouse: String,
@@ -60,7 +53,7 @@ fn servers(test: &str) -> Option<Servers> {
 
 /// One scenario's topics, database and consumer group, as `CXPULSE_*` variables.
 struct Setup {
-    envs: Vec<(String, String)>,
+    job: StackJob,
     touchpoints: String,
     surveys: String,
     dead_letters: String,
@@ -75,50 +68,18 @@ struct Setup {
 
 impl Setup {
     fn new(s: &Servers, tag: &str) -> Setup {
-        let touchpoints = unique(&format!("{tag}_tp"));
-        let surveys = unique(&format!("{tag}_sv"));
-        let dead_letters = unique(&format!("{tag}_dl"));
-        let database = unique(&format!("{tag}_db"));
-        let group = unique(&format!("{tag}_g"));
-        let envs = vec![
-            ("CXPULSE_KAFKA__BOOTSTRAP", s.kafka.clone()),
-            ("CXPULSE_KAFKA__TOPICS__TOUCHPOINTS", touchpoints.clone()),
-            ("CXPULSE_KAFKA__TOPICS__SURVEYS", surveys.clone()),
-            ("CXPULSE_KAFKA__DEAD_LETTER_TOPIC", dead_letters.clone()),
-            ("CXPULSE_KAFKA__GROUP_ID", group.clone()),
-            // tansu: group joins take half the session timeout.
-            (
-                "CXPULSE_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS",
-                "6000".into(),
-            ),
-            (
-                "CXPULSE_KAFKA__PROPERTIES__HEARTBEAT_INTERVAL_MS",
-                "500".into(),
-            ),
-            (
-                "CXPULSE_KAFKA__PROPERTIES__FETCH_QUEUE_BACKOFF_MS",
-                "10".into(),
-            ),
-            ("CXPULSE_CLICKHOUSE__URL", s.clickhouse.clone()),
-            ("CXPULSE_CLICKHOUSE__DATABASE", database.clone()),
-            ("CXPULSE_CLICKHOUSE__BATCH_INTERVAL", "300ms".into()),
-            ("CXPULSE_CLICKHOUSE__RETRIES", "2".into()),
-            ("CXPULSE_CLICKHOUSE__RETRY_BACKOFF", "200ms".into()),
-            ("CXPULSE_JOB__CHECKPOINT_INTERVAL", "700ms".into()),
-            ("CXPULSE_ENGINE__IDLE_TIMEOUT", "2s".into()),
-            ("CXPULSE_METRICS__LISTEN", "127.0.0.1:0".into()),
-            ("RUST_LOG", "info,cxpulse=debug".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+        let job = StackJob::new(&s.kafka, &s.clickhouse, &unique(tag))
+            .quick()
+            .with("CXPULSE_CLICKHOUSE__RETRIES", "2")
+            .with("CXPULSE_CLICKHOUSE__RETRY_BACKOFF", "200ms")
+            .with("RUST_LOG", "info,cxpulse=debug");
         Setup {
-            envs,
-            touchpoints,
-            surveys,
-            dead_letters,
-            database,
-            group,
+            touchpoints: job.touchpoints.clone(),
+            surveys: job.surveys.clone(),
+            dead_letters: job.dead_letters.clone(),
+            database: job.database.clone(),
+            group: job.group.clone(),
+            job,
             kafka: s.kafka.clone(),
             clickhouse: s.clickhouse.clone(),
             records: 0,
@@ -127,12 +88,8 @@ impl Setup {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_cxpulse"));
-        c.args(args)
-            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env_remove("CXPULSE_CONFIG")
-            .current_dir(std::env::temp_dir());
-        c
+        self.job
+            .command(std::path::Path::new(env!("CARGO_BIN_EXE_cxpulse")), args)
     }
 
     /// `cxpulse generate`: `count` records at `rate` events/s of event time from `START`.
@@ -439,7 +396,7 @@ impl Setup {
     }
 
     fn engine_config(&self) -> EngineConfig {
-        let env: Vec<(String, String)> = self.envs.clone();
+        let env: Vec<(String, String)> = self.job.envs.clone().into_iter().collect();
         cxpulse::config::load(None, &env, &[])
             .expect("the test configuration loads")
             .settings

@@ -17,6 +17,7 @@
 //! i.e. the producer's CreateTime, set when the producer accepted it).
 use anyhow::{bail, Context, Result};
 use cxpulse::commands::run::CheckpointEnvelope;
+use cxpulse::test_stack::{unique, StackJob};
 use cxpulse_clickhouse::{ClickHouseSink, Client, Settings, SinkConfig};
 use cxpulse_kafka::rdkafka::config::ClientConfig;
 use cxpulse_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
@@ -40,14 +41,6 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{prefix}_{}_{}", std::process::id(), nanos % 1_000_000_000)
-}
-
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -64,67 +57,28 @@ struct Setup {
     surveys: String,
     database: String,
     group: String,
-    envs: Vec<(String, String)>,
+    job: StackJob,
 }
 
 impl Setup {
     fn new(bin: &std::path::Path, kafka: &str, clickhouse: &str, tag: &str) -> Setup {
-        let touchpoints = unique(&format!("{tag}_tp"));
-        let surveys = unique(&format!("{tag}_sv"));
-        let database = unique(&format!("{tag}_db"));
-        let group = unique(&format!("{tag}_g"));
-        let envs = [
-            ("CXPULSE_KAFKA__BOOTSTRAP", kafka.to_string()),
-            ("CXPULSE_KAFKA__TOPICS__TOUCHPOINTS", touchpoints.clone()),
-            ("CXPULSE_KAFKA__TOPICS__SURVEYS", surveys.clone()),
-            (
-                "CXPULSE_KAFKA__DEAD_LETTER_TOPIC",
-                unique(&format!("{tag}_dl")),
-            ),
-            ("CXPULSE_KAFKA__GROUP_ID", group.clone()),
-            // tansu: group joins take half the session timeout.
-            (
-                "CXPULSE_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS",
-                "6000".into(),
-            ),
-            (
-                "CXPULSE_KAFKA__PROPERTIES__HEARTBEAT_INTERVAL_MS",
-                "500".into(),
-            ),
-            (
-                "CXPULSE_KAFKA__PROPERTIES__FETCH_QUEUE_BACKOFF_MS",
-                "10".into(),
-            ),
-            ("CXPULSE_CLICKHOUSE__URL", clickhouse.to_string()),
-            ("CXPULSE_CLICKHOUSE__DATABASE", database.clone()),
-            ("CXPULSE_CLICKHOUSE__BATCH_INTERVAL", "300ms".into()),
-            ("CXPULSE_JOB__CHECKPOINT_INTERVAL", "700ms".into()),
-            ("CXPULSE_ENGINE__IDLE_TIMEOUT", "2s".into()),
-            ("CXPULSE_METRICS__LISTEN", "127.0.0.1:0".into()),
-            ("RUST_LOG", "info".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+        let job = StackJob::new(kafka, clickhouse, &unique(tag))
+            .quick()
+            .with("RUST_LOG", "info");
         Setup {
             bin: bin.to_path_buf(),
             kafka: kafka.to_string(),
             clickhouse: clickhouse.to_string(),
-            touchpoints,
-            surveys,
-            database,
-            group,
-            envs,
+            touchpoints: job.touchpoints.clone(),
+            surveys: job.surveys.clone(),
+            database: job.database.clone(),
+            group: job.group.clone(),
+            job,
         }
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.bin);
-        c.args(args)
-            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env_remove("CXPULSE_CONFIG")
-            .current_dir(std::env::temp_dir());
-        c
+        self.job.command(&self.bin, args)
     }
 
     /// Runs `cxpulse generate` with `args`; returns the records sent.
