@@ -230,7 +230,7 @@ pub(crate) fn write(pairs: &[(u16, u8)], out: &mut Vec<u8>) {
 /// than 1.25 × `rice_bytes` or the ranks do not allow it; returns whether it did.
 fn write_nibbles(pairs: &[(u16, u8)], r_min: u8, rice_bytes: u64, out: &mut Vec<u8>) -> bool {
     let base = if pairs.len() == REGISTERS { r_min } else { 0 };
-    if base + NIBBLE_ESC > MAX_RANK {
+    if base > MAX_RANK - NIBBLE_ESC {
         return false;
     }
     let exceptions = pairs.iter().filter(|p| p.1 >= base + NIBBLE_ESC).count();
@@ -358,7 +358,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<(Compact<'_>, usize), SketchError> {
     let params = r.u8()?;
     if params == NIBBLE_FORM {
         let base = r.u8()?;
-        if base + NIBBLE_ESC > MAX_RANK {
+        if base > MAX_RANK - NIBBLE_ESC {
             return Err(SketchError::RankOutOfRange {
                 index: 0,
                 rank: base,
