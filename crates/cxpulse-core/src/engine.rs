@@ -1109,26 +1109,25 @@ impl KpiEngine {
                 if ends.is_empty() {
                     continue;
                 }
-                // Per end: the row of a shorter window to take, if any.
-                let taken: Vec<Option<usize>> = ends
+                // Per end: its start, and the row of a shorter window to take, if any.
+                let planned: Vec<(Millis, Millis, Option<usize>)> = ends
                     .iter()
-                    .map(|end| {
-                        let start = w.start_for(&self.grid, *end);
-                        shorter_rows.get(end).and_then(|&(s, row)| {
+                    .map(|&end| {
+                        let start = w.start_for(&self.grid, end);
+                        let taken = shorter_rows.get(&end).and_then(|&(s, row)| {
                             (s >= start && !self.holds_pane_starting_in(key, start, s))
                                 .then_some(row)
-                        })
+                        });
+                        (end, start, taken)
                     })
                     .collect();
-                let evaluated: Vec<Millis> = ends
+                let evaluated: Vec<Millis> = planned
                     .iter()
-                    .zip(&taken)
-                    .filter(|(_, t)| t.is_none())
-                    .map(|(e, _)| *e)
+                    .filter(|(_, _, taken)| taken.is_none())
+                    .map(|(end, _, _)| *end)
                     .collect();
                 let mut states = self.window_states(key, w, &evaluated).into_iter();
-                for (i, (end, taken)) in ends.iter().zip(taken).enumerate() {
-                    let start = w.start_for(&self.grid, *end);
+                for (i, &(end, start, taken)) in planned.iter().enumerate() {
                     let (state, kpis) = match taken {
                         Some(row) => (rows[row].state.clone(), rows[row].kpis.clone()),
                         None => match states.next() {
@@ -1142,12 +1141,12 @@ impl KpiEngine {
                     if i < corrections {
                         self.stats.corrections_emitted += 1;
                     }
-                    shorter_rows.insert(*end, (start, rows.len()));
+                    shorter_rows.insert(end, (start, rows.len()));
                     rows.push(self.make_row_with(
                         &self.window_names[wi],
                         key,
                         start,
-                        *end,
+                        end,
                         watermark,
                         state,
                         kpis,

@@ -37,9 +37,6 @@ pub(crate) struct SettledCases {
     run: Vec<Tombstone>,
     /// Entries opened before this have expired (the expiry bound of the last [`Self::expire`]).
     min_open: Millis,
-    /// Live entries of `run`, when known exactly (it is after a merge); expiring entries
-    /// in place would cost a pass over the run, so `len` may overcount until the next merge.
-    run_live: usize,
 }
 
 impl SettledCases {
@@ -83,13 +80,13 @@ impl SettledCases {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.recent.is_empty() && self.run_live == 0
+        self.recent.is_empty() && self.run.is_empty()
     }
 
     /// Settled cases remembered (the run's count may include entries expired since the last
     /// merge).
     pub(crate) fn len(&self) -> usize {
-        self.recent.len() + self.run_live
+        self.recent.len() + self.run.len()
     }
 
     /// Forgets the cases opened before `min_open` (a bound that only rises), and merges the
@@ -138,7 +135,6 @@ impl SettledCases {
         if self.run.capacity() > self.run.len() + self.run.len() / 4 + RUN_SLACK {
             self.run.shrink_to_fit();
         }
-        self.run_live = self.run.len();
     }
 
     /// The live settled cases: (id hash, open time).

@@ -188,26 +188,24 @@ pub(crate) fn write(pairs: &[(u16, u8)], out: &mut Vec<u8>) {
             gap
         })
     };
+    // The cheapest parameter and its cost in bits.
     let best = |max_k: u32, cost: &dyn Fn(u32) -> u64| {
-        (0..=max_k).min_by_key(|&k| (cost(k), k)).unwrap_or(0)
+        (0..=max_k)
+            .map(|k| (cost(k), k))
+            .min()
+            .map_or((0, 0), |(bits, k)| (k, bits))
     };
-    let b = best(MAX_GAP_K, &|k| {
+    let (b, gap_bits) = best(MAX_GAP_K, &|k| {
         gaps().map(|g| rice_cost(g, k, GAP_ESC, GAP_BITS)).sum()
     });
-    let c = best(MAX_RANK_K, &|k| {
+    let (c, rank_bits) = best(MAX_RANK_K, &|k| {
         pairs
             .iter()
             .map(|p| rice_cost(u32::from(p.1 - r_min), k, RANK_ESC, RANK_BITS))
             .sum()
     });
-    let rice_bits: u64 = gaps()
-        .zip(pairs)
-        .map(|(g, p)| {
-            rice_cost(g, b, GAP_ESC, GAP_BITS)
-                + rice_cost(u32::from(p.1 - r_min), c, RANK_ESC, RANK_BITS)
-        })
-        .sum();
-    if pairs.len() > REGISTERS / 2 && write_nibbles(pairs, r_min, rice_bits.div_ceil(8), out) {
+    let rice_bytes = (gap_bits + rank_bits).div_ceil(8);
+    if pairs.len() > REGISTERS / 2 && write_nibbles(pairs, r_min, rice_bytes, out) {
         return;
     }
     let mut w = BitWriter {

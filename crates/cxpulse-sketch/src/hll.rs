@@ -96,8 +96,7 @@ struct DenseRegs {
     /// `hist[k]` = number of registers equal to `k` (sums to `REGISTERS`, which
     /// fits a `u16`); meaningless while `stale`.
     hist: [u16; HIST_LEN],
-    /// `hist` is out of date. Only set by a merge of a non-empty sketch, so a
-    /// stale sketch is non-empty.
+    /// `hist` is out of date (set by merges that raise many registers).
     stale: bool,
 }
 
@@ -134,16 +133,24 @@ impl DenseRegs {
     /// `true` if some register is non-zero.
     #[inline]
     fn nonzero(&self) -> bool {
-        self.stale || usize::from(self.hist[0]) != REGISTERS
+        if self.stale {
+            // Stops at the first non-zero register: at once for any sizeable sketch.
+            self.regs.iter().any(|&r| r != 0)
+        } else {
+            usize::from(self.hist[0]) != REGISTERS
+        }
     }
 
     /// Number of non-zero registers.
     fn nonzero_count(&self) -> usize {
-        if self.stale {
-            self.regs.iter().filter(|&&r| r != 0).count()
-        } else {
-            REGISTERS - usize::from(self.hist[0])
-        }
+        REGISTERS - self.histogram()[0] as usize
+    }
+
+    /// The registers, for writes that leave the histogram behind (it becomes stale:
+    /// recounted when read). For merges that raise many registers.
+    fn regs_leaving_histogram(&mut self) -> &mut [u8; REGISTERS] {
+        self.stale = true;
+        &mut self.regs
     }
 
     /// Raises register `i` to `r` if it is below.
@@ -193,10 +200,9 @@ impl DenseRegs {
     /// stale already) a vectorized maximum leaves the histogram stale.
     fn max_with(&mut self, o: &DenseRegs, rising: usize) {
         if self.stale || rising > STALE_ABOVE {
-            for (a, &b) in self.regs.iter_mut().zip(&o.regs) {
+            for (a, &b) in self.regs_leaving_histogram().iter_mut().zip(&o.regs) {
                 *a = (*a).max(b);
             }
-            self.stale = true;
             return;
         }
         let mut next = self.first_chunk_above(o, 0);
@@ -604,16 +610,13 @@ impl Hll {
             let (form, used) = crate::compact::parse(bytes)?;
             let d = Arc::make_mut(d);
             match form {
-                crate::compact::Compact::Nibbles(n) => {
-                    // A register-wise maximum, vectorized: the histogram is recounted when read.
-                    n.max_into(&mut d.regs)?;
-                    d.stale = true;
-                }
+                // A register-wise maximum, vectorized.
+                crate::compact::Compact::Nibbles(n) => n.max_into(d.regs_leaving_histogram())?,
                 // Many registers (a window accumulator taking a large frozen pane): as a
-                // dense <- dense merge, plain maxima and a stale histogram.
+                // dense <- dense merge, plain maxima.
                 form if form.registers() > STALE_ABOVE as u64 => {
-                    d.stale = true;
-                    form.for_each(|i, r| d.regs[i] = d.regs[i].max(r))?;
+                    let regs = d.regs_leaving_histogram();
+                    form.for_each(|i, r| regs[i] = regs[i].max(r))?;
                 }
                 form => form.for_each(|i, r| d.raise(i, r))?,
             }
