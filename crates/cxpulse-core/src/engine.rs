@@ -27,8 +27,8 @@ use crate::segments::{SegmentGuard, SegmentId, ALL_LABEL};
 use crate::settled::SettledCases;
 use crate::watermark::{PartitionId, WatermarkTracker};
 use crate::window::{
-    Mergeable, PaneRef, PaneStore, Retention, SeriesId, TimeGrid, WindowConfigError, WindowSpec,
-    DAY_WINDOW_NAME,
+    Mergeable, PaneRef, PaneStore, Retention, SeriesId, Tier, TimeGrid, WindowConfigError,
+    WindowSpec, DAY_WINDOW_NAME,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Serialize, Serializer};
@@ -67,6 +67,10 @@ pub struct EngineConfig {
     /// after downtime, replaying history), only the latest this-many ends are emitted.
     /// `None`: every end.
     pub max_ends_per_advance: Option<usize>,
+    /// Memory (per partition) for cached window bodies: the merged hours and days of long
+    /// windows, so that evaluating a window does not merge them again at every end (see
+    /// `docs/incremental-evaluation.md`). 0 disables them; results do not depend on it.
+    pub window_body_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -85,6 +89,7 @@ impl Default for EngineConfig {
             follow_up_deadline_ms: DAY_MS,
             persist_panes: false,
             max_ends_per_advance: None,
+            window_body_bytes: 32 << 20,
         }
     }
 }
@@ -249,7 +254,7 @@ fn serialize_segment<S: Serializer>(c: &Option<Arc<str>>, s: S) -> Result<S::Ok,
 #[derive(Clone, Debug)]
 pub struct PaneRecord {
     pub partition: PartitionId,
-    pub tier: crate::window::Tier,
+    pub tier: Tier,
     pub start: Millis,
     pub channel: Channel,
     pub segment: Arc<str>,
@@ -269,11 +274,13 @@ pub struct StateBytes {
     pub cases: usize,
     /// Detractors waiting for a follow-up, outbound contacts, deadlines.
     pub follow_ups: usize,
+    /// Cached window bodies (see [`crate::window::PaneStore::ensure_body`]).
+    pub bodies: usize,
 }
 
 impl StateBytes {
     pub fn total(&self) -> usize {
-        self.hot_panes + self.frozen_panes + self.ids + self.cases + self.follow_ups
+        self.hot_panes + self.frozen_panes + self.ids + self.cases + self.follow_ups + self.bodies
     }
 }
 
@@ -562,9 +569,11 @@ impl PartitionState {
         })
     }
 
-    fn new(grid: TimeGrid, persist_panes: bool) -> Self {
+    fn new(grid: TimeGrid, cfg: &EngineConfig) -> Self {
         PartitionState {
-            panes: PaneStore::new(grid).with_persistence(persist_panes),
+            panes: PaneStore::new(grid)
+                .with_persistence(cfg.persist_panes)
+                .with_body_budget(cfg.window_body_bytes),
             series_ids: Vec::new(),
             seen: [BTreeMap::new(), BTreeMap::new()],
             max_time: [None, None],
@@ -597,6 +606,26 @@ impl SourceKind {
     pub fn source(self, partition: PartitionId) -> PartitionId {
         partition.saturating_mul(2).saturating_add(self as i32)
     }
+}
+
+/// A body is cached for a range of at least this many hour and day panes (see
+/// [`crate::window::PaneStore::ensure_body`]).
+const MIN_BODY_PANES: usize = 4;
+
+/// The ends of one window to evaluate for one group key in one `advance`: the first
+/// `corrections` re-emit windows emitted before, the others are new.
+struct WindowEnds {
+    window: usize,
+    ends: Vec<Millis>,
+    corrections: usize,
+}
+
+/// Part of a window's state (see [`KpiEngine::heads`]).
+enum Head {
+    /// The window before the hour that holds its end.
+    Before(KpiState),
+    /// The whole window.
+    Whole(KpiState),
 }
 
 /// Pane updates plus the bookkeeping of which emitted windows they invalidate.
@@ -773,7 +802,7 @@ impl KpiEngine {
     pub fn assign_partition(&mut self, partition: PartitionId, now: Millis) {
         self.partitions
             .entry(partition)
-            .or_insert_with(|| PartitionState::new(self.grid, self.cfg.persist_panes));
+            .or_insert_with(|| PartitionState::new(self.grid, &self.cfg));
         for kind in [SourceKind::Touchpoints, SourceKind::Surveys] {
             self.watermarks.assign(kind.source(partition), now);
         }
@@ -799,11 +828,10 @@ impl KpiEngine {
         self.watermarks.touch(source, now);
         let t = event.event_time();
         let grid = self.grid;
-        let persist = self.cfg.persist_panes;
         let state = self
             .partitions
             .entry(partition)
-            .or_insert_with(|| PartitionState::new(grid, persist));
+            .or_insert_with(|| PartitionState::new(grid, &self.cfg));
         // The source's own watermark decides, so replaying a partition always accepts the
         // same events.
         let watermark =
@@ -1038,66 +1066,17 @@ impl KpiEngine {
         let mut rows = Vec::new();
         let keys = self.all_keys();
         let dirty = std::mem::take(&mut self.dirty);
-        // Windows that all end on the same grid (the same slide) are evaluated together when
-        // only a few ends are due (the steady state: one new end per tick).
-        let same_slide = self
-            .cfg
-            .windows
-            .windows(2)
-            .all(|p| p[0].slide_ms == p[1].slide_ms);
-        let mut ends = Vec::new();
         let mut by_length: Vec<usize> = (0..self.cfg.windows.len()).collect();
         by_length.sort_by_key(|&wi| self.cfg.windows[wi].length_ms);
-        // Window end → (start, index in `rows`) of the longest window evaluated so far.
-        let mut shorter_rows: FxHashMap<Millis, (Millis, usize)> = FxHashMap::default();
+        let mut plan: Vec<WindowEnds> = Vec::with_capacity(by_length.len());
         for key in &keys {
-            let corrected = dirty.get(key);
-            if same_slide && corrected.is_none() {
-                if let Some(w0) = self.cfg.windows.first() {
-                    let common: Vec<Millis> =
-                        w0.ends_in(&self.grid, old_frontier, new_frontier).collect();
-                    if common.len() <= 2 {
-                        for end in common {
-                            let mut previous: Option<KpiSnapshot> = None;
-                            for (wi, state, changed) in self.nested_states(key, end) {
-                                if !has_row(&state) {
-                                    continue;
-                                }
-                                let w = &self.cfg.windows[wi];
-                                let start = w.start_for(&self.grid, end);
-                                let kpis = match (&previous, changed) {
-                                    (Some(p), false) => p.clone(),
-                                    _ => state.snapshot(),
-                                };
-                                previous = Some(kpis.clone());
-                                rows.push(self.make_row_with(
-                                    &self.window_names[wi],
-                                    key,
-                                    start,
-                                    end,
-                                    watermark,
-                                    state,
-                                    kpis,
-                                ));
-                            }
-                        }
-                        continue;
-                    }
-                }
-            }
-            // Shortest window first: a window whose extra span (before the start of a shorter
-            // one with the same end) holds no pane has the shorter one's state, and takes its
-            // row (young series, and series with gaps, skip most evaluations). Every pane the
-            // longer window reads and the shorter does not starts in that span: where the
-            // longer window's tiling takes a coarser pane than the shorter's, that pane
-            // starts before the shorter window's start.
-            shorter_rows.clear();
+            plan.clear();
             for &wi in &by_length {
                 let w = &self.cfg.windows[wi];
-                ends.clear();
+                let mut ends = Vec::new();
                 // Corrections: emitted ends after the earliest touched minute whose window
                 // still reaches the latest touched minute; then the new ends.
-                if let Some((lo, hi)) = corrected {
+                if let Some((lo, hi)) = dirty.get(key) {
                     ends.extend(
                         w.ends_in(&self.grid, *lo, old_frontier).filter(|end| {
                             *end >= first_end && w.start_for(&self.grid, *end) <= *hi
@@ -1106,53 +1085,14 @@ impl KpiEngine {
                 }
                 let corrections = ends.len();
                 ends.extend(self.new_ends(w, old_frontier, new_frontier));
-                if ends.is_empty() {
-                    continue;
-                }
-                // Per end: its start, and the row of a shorter window to take, if any.
-                let planned: Vec<(Millis, Millis, Option<usize>)> = ends
-                    .iter()
-                    .map(|&end| {
-                        let start = w.start_for(&self.grid, end);
-                        let taken = shorter_rows.get(&end).and_then(|&(s, row)| {
-                            (s >= start && !self.holds_pane_starting_in(key, start, s))
-                                .then_some(row)
-                        });
-                        (end, start, taken)
-                    })
-                    .collect();
-                let evaluated: Vec<Millis> = planned
-                    .iter()
-                    .filter(|(_, _, taken)| taken.is_none())
-                    .map(|(end, _, _)| *end)
-                    .collect();
-                let mut states = self.window_states(key, w, &evaluated).into_iter();
-                for (i, &(end, start, taken)) in planned.iter().enumerate() {
-                    let (state, kpis) = match taken {
-                        Some(row) => (rows[row].state.clone(), rows[row].kpis.clone()),
-                        None => match states.next() {
-                            Some(state) if has_row(&state) => {
-                                let kpis = state.snapshot();
-                                (state, kpis)
-                            }
-                            _ => continue,
-                        },
-                    };
-                    if i < corrections {
-                        self.stats.corrections_emitted += 1;
-                    }
-                    shorter_rows.insert(end, (start, rows.len()));
-                    rows.push(self.make_row_with(
-                        &self.window_names[wi],
-                        key,
-                        start,
-                        end,
-                        watermark,
-                        state,
-                        kpis,
-                    ));
-                }
+                plan.push(WindowEnds {
+                    window: wi,
+                    ends,
+                    corrections,
+                });
             }
+            self.ensure_bodies(key, &plan);
+            self.evaluate_key(key, &plan, watermark, &mut rows);
         }
         if self.cfg.calendar_days {
             self.emit_days(
@@ -1226,7 +1166,7 @@ impl KpiEngine {
             .values()
             .filter_map(|p| {
                 let series = p.panes.series(&all)?;
-                crate::window::Tier::ALL
+                Tier::ALL
                     .into_iter()
                     .filter_map(|tier| series.panes(tier).next().map(|(t, _)| t))
                     .min()
@@ -1286,7 +1226,7 @@ impl KpiEngine {
     fn merge_tier(
         &self,
         key: &GroupKey,
-        tier: crate::window::Tier,
+        tier: Tier,
         from: Millis,
         to: Millis,
         acc: &mut KpiState,
@@ -1301,144 +1241,181 @@ impl KpiEngine {
             .sum()
     }
 
-    /// The states of every window ending at `end` for `key`, in one backward sweep.
-    ///
-    /// Read backwards from `end`, every window's tiling (see
-    /// [`crate::window::PaneSeries::merge_range_into`]) starts on one common *spine* —
-    /// minutes back to the last full hour `b1`, hours back to the last midnight `b2`, then
-    /// whole days — and leaves it at some point `p` for its own ragged tail (the hours
-    /// before its first midnight, the minutes before its first full hour). The spine is
-    /// merged once into a running accumulator; each window takes a copy at its `p` and adds
-    /// its tail. So each window reads exactly the panes of its own tiling (what the
-    /// retention keeps), and the shared part is merged once. Returns, per window index, the
-    /// state and whether it differs from the previous one returned (so its snapshot can be
-    /// reused).
-    fn nested_states(&self, key: &GroupKey, end: Millis) -> Vec<(usize, KpiState, bool)> {
-        use crate::window::Tier;
-        let g = &self.grid;
-        let b1 = g.floor(end, HOUR_MS);
-        let b2 = g.floor(b1, DAY_MS);
-        // (spine point, window, ragged tail pieces)
-        type Step = (Millis, usize, [(Tier, Millis, Millis); 2]);
-        let mut plan: Vec<Step> = self
-            .cfg
-            .windows
-            .iter()
-            .enumerate()
-            .map(|(wi, w)| {
-                let s = w.start_for(g, end);
-                let a1 = g.ceil(s, HOUR_MS);
-                let none = (Tier::Minute, 0, 0);
-                if a1 >= b1 {
-                    // Minutes only: on the spine down to b1, the rest is tail.
-                    (s.max(b1), wi, [(Tier::Minute, s, b1.min(end)), none])
-                } else {
-                    let a2 = g.ceil(a1, DAY_MS);
-                    let minutes = (Tier::Minute, s, a1);
-                    if a2 < b2 {
-                        (a2, wi, [(Tier::Hour, a1, a2), minutes])
-                    } else if a1 >= b2 {
-                        (a1, wi, [minutes, none])
-                    } else {
-                        (b2, wi, [(Tier::Hour, a1, b2), minutes])
-                    }
-                }
-            })
-            .collect();
-        plan.sort_unstable_by_key(|(p, wi, _)| (std::cmp::Reverse(*p), *wi));
-        let mut acc = KpiState::default();
-        // A window longer than a few hours merges many panes: a dense distinct-count
-        // accumulator takes each sparse pane in O(its entries) instead of re-merging lists.
-        if plan.last().is_some_and(|(p, _, _)| end - p > 6 * HOUR_MS) {
-            acc.customers.densify();
-        }
-        let mut cursor = end;
-        let mut prev_tail = 0;
-        let mut out = Vec::with_capacity(plan.len());
-        for (p, wi, tail) in plan {
-            let mut merged = 0;
-            if p < cursor {
-                // The spine between p and the cursor, in the spine's tiers.
-                merged += self.merge_tier(key, Tier::Minute, p.max(b1), cursor, &mut acc);
-                merged += self.merge_tier(key, Tier::Hour, p.max(b2), cursor.min(b1), &mut acc);
-                merged += self.merge_tier(key, Tier::Day, p, cursor.min(b2), &mut acc);
-                cursor = p;
-            }
-            let mut state = acc.clone();
-            let mut tail_merged = 0;
-            for (tier, from, to) in tail {
-                tail_merged += self.merge_tier(key, tier, from, to, &mut state);
-            }
-            let changed = out.is_empty() || merged > 0 || tail_merged > 0 || prev_tail > 0;
-            prev_tail = tail_merged;
-            out.push((wi, state, changed));
-        }
-        out
-    }
-
     /// The merged state of `key` over `[start, end)` across partitions.
     pub fn window_state(&self, key: &GroupKey, start: Millis, end: Millis) -> KpiState {
         let mut acc = KpiState::default();
-        for p in self.partitions.values() {
-            p.panes.merge_range_into(key, start, end, &mut acc);
-        }
+        self.merge_range(key, start, end, &mut acc);
         acc
     }
 
-    /// The states of the windows of `w` ending at each of `ends` (ascending) for `key`.
+    /// Caches, in every partition, the bodies that [`KpiEngine::evaluate_key`] will read
+    /// for `plan`: per window and hour of its ends, the hour-aligned part of the window of
+    /// the last end in that hour, when it holds enough panes (see
+    /// [`crate::window::PaneStore::ensure_body`]).
+    fn ensure_bodies(&mut self, key: &GroupKey, plan: &[WindowEnds]) {
+        let grid = self.grid;
+        for WindowEnds { window, ends, .. } in plan {
+            let w = &self.cfg.windows[*window];
+            for group in ends.chunk_by(|a, b| grid.floor(*a, HOUR_MS) == grid.floor(*b, HOUR_MS)) {
+                let Some(&last) = group.last() else { continue };
+                let b1 = grid.floor(last, HOUR_MS);
+                let a1 = grid.ceil(w.start_for(&grid, last), HOUR_MS);
+                if a1 < b1 {
+                    for p in self.partitions.values_mut() {
+                        p.panes.ensure_body(key, a1, b1, MIN_BODY_PANES);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Emits the rows of `key` for every window and end of `plan` (windows shortest first,
+    /// ends ascending).
     ///
-    /// Consecutive ends share almost all their panes, so they are evaluated together: for a
-    /// run of ends `t_1 < … < t_k` whose windows all contain `t_1`'s start-to-`t_1` overlap,
-    /// window `i` = suffix `[s_i, t_1)` ⊕ prefix `[t_1, t_i)`, where suffixes are built
-    /// backwards and prefixes forwards one small range at a time. A row then costs about two
-    /// merges instead of one per pane.
-    fn window_states(&self, key: &GroupKey, w: &WindowSpec, ends: &[Millis]) -> Vec<KpiState> {
-        let range =
-            |from: Millis, to: Millis, acc: &mut KpiState| self.merge_range(key, from, to, acc);
-        let mut out = Vec::with_capacity(ends.len());
-        let mut i = 0;
-        while i < ends.len() {
-            // The longest run starting at i whose last window starts at or before ends[i].
-            let pivot = ends[i];
-            let mut j = i + 1;
-            while j < ends.len() && w.start_for(&self.grid, ends[j]) <= pivot {
-                j += 1;
+    /// A window `[s, e)` with `s` before the hour `b1` that holds `e` is read as its *head*
+    /// `[s, b1)` and the minutes `[b1, e)` of that hour. The minutes are the same for every
+    /// window ending at `e`: they are merged once per end (each end's from the previous end
+    /// of the same hour). The head is the body cached over its hour-aligned part (see
+    /// [`KpiEngine::ensure_bodies`]) plus, for a window with a minute tail, the minutes
+    /// before its first full hour; the heads of one window's ends in one hour are built
+    /// backwards from the last one, one small range at a time. So a row costs about two
+    /// merges, whatever the number and length of the windows. A window whose extra span
+    /// (before the start of a shorter window with the same end) holds no pane has the
+    /// shorter window's state, and takes its row (young series, and series with gaps, skip
+    /// most evaluations): every pane the longer window reads and the shorter one does not
+    /// starts in that span.
+    fn evaluate_key(
+        &mut self,
+        key: &GroupKey,
+        plan: &[WindowEnds],
+        watermark: Millis,
+        rows: &mut Vec<KpiRow>,
+    ) {
+        let grid = self.grid;
+        // The minutes [b1, e) of every end e, ascending.
+        let mut all_ends: Vec<Millis> = plan.iter().flat_map(|p| p.ends.iter().copied()).collect();
+        all_ends.sort_unstable();
+        all_ends.dedup();
+        let mut minutes: Vec<KpiState> = Vec::with_capacity(all_ends.len());
+        for (i, &end) in all_ends.iter().enumerate() {
+            let b1 = grid.floor(end, HOUR_MS);
+            let mut acc = match i.checked_sub(1) {
+                Some(j) if all_ends[j] >= b1 => {
+                    let mut acc = minutes[j].clone();
+                    self.merge_tier(key, Tier::Minute, all_ends[j], end, &mut acc);
+                    acc
+                }
+                _ => {
+                    let mut acc = KpiState::default();
+                    self.merge_tier(key, Tier::Minute, b1, end, &mut acc);
+                    acc
+                }
+            };
+            acc.prepare();
+            minutes.push(acc);
+        }
+        let minutes_at = |end: Millis| all_ends.binary_search(&end).ok().map(|i| &minutes[i]);
+        // Window end → (start, index in `rows`) of the longest window evaluated so far.
+        let mut shorter_rows: FxHashMap<Millis, (Millis, usize)> = FxHashMap::default();
+        for WindowEnds {
+            window,
+            ends,
+            corrections,
+        } in plan
+        {
+            // Per end: its start, and the row of a shorter window to take, if any.
+            let planned: Vec<(Millis, Millis, Option<usize>)> = ends
+                .iter()
+                .map(|&end| {
+                    let start = self.cfg.windows[*window].start_for(&grid, end);
+                    let taken = shorter_rows.get(&end).and_then(|&(s, row)| {
+                        (s >= start && !self.holds_pane_starting_in(key, start, s)).then_some(row)
+                    });
+                    (end, start, taken)
+                })
+                .collect();
+            let evaluated: Vec<(Millis, Millis)> = planned
+                .iter()
+                .filter(|(_, _, taken)| taken.is_none())
+                .map(|(end, start, _)| (*end, *start))
+                .collect();
+            let mut states = self.heads(key, &evaluated).into_iter();
+            for (i, &(end, start, taken)) in planned.iter().enumerate() {
+                let (state, kpis) = match taken {
+                    Some(row) => (rows[row].state.clone(), rows[row].kpis.clone()),
+                    None => {
+                        let Some(head) = states.next() else { continue };
+                        let state = match (head, minutes_at(end)) {
+                            (Head::Whole(state), _) => state,
+                            (Head::Before(mut state), Some(tail)) => {
+                                if !tail.is_empty() || tail.updates > 0 {
+                                    state.merge(tail);
+                                }
+                                state
+                            }
+                            (Head::Before(state), None) => state,
+                        };
+                        if !has_row(&state) {
+                            continue;
+                        }
+                        let kpis = state.snapshot();
+                        (state, kpis)
+                    }
+                };
+                if i < *corrections {
+                    self.stats.corrections_emitted += 1;
+                }
+                shorter_rows.insert(end, (start, rows.len()));
+                rows.push(self.make_row_with(
+                    &self.window_names[*window],
+                    key,
+                    start,
+                    end,
+                    watermark,
+                    state,
+                    kpis,
+                ));
             }
-            let run = &ends[i..j];
-            let starts: Vec<Millis> = run.iter().map(|e| w.start_for(&self.grid, *e)).collect();
-            // Suffixes [s_m, pivot), built from the last one backwards.
-            let mut suffixes = vec![KpiState::default(); run.len()];
-            if pivot - starts[0] > 6 * HOUR_MS {
-                suffixes[run.len() - 1].customers.densify();
+        }
+    }
+
+    /// The heads of the windows `(end, start)` (ascending, one window): for a window that
+    /// starts before the hour holding its end, its part before that hour
+    /// ([`Head::Before`]); for a shorter one, the whole window ([`Head::Whole`]).
+    fn heads(&self, key: &GroupKey, windows: &[(Millis, Millis)]) -> Vec<Head> {
+        let grid = self.grid;
+        let mut out: Vec<Head> = Vec::with_capacity(windows.len());
+        for group in windows.chunk_by(|a, b| grid.floor(a.0, HOUR_MS) == grid.floor(b.0, HOUR_MS)) {
+            let Some(&(last_end, last_start)) = group.last() else {
+                continue;
+            };
+            let b1 = grid.floor(last_end, HOUR_MS);
+            if last_start >= b1 {
+                // Shorter than the minutes of its hour: read whole.
+                for &(end, start) in group {
+                    let mut state = KpiState::default();
+                    self.merge_range(key, start, end, &mut state);
+                    out.push(Head::Whole(state));
+                }
+                continue;
             }
-            let last = run.len() - 1;
-            range(starts[last], pivot, &mut suffixes[last]);
+            // [s_m, b1), built from the last one backwards.
+            let mut heads = vec![KpiState::default(); group.len()];
+            let last = group.len() - 1;
+            self.merge_range(key, last_start, b1, &mut heads[last]);
             for m in (0..last).rev() {
-                let (head, tail) = suffixes.split_at_mut(m + 1);
-                let next = &tail[0];
+                let (head, tail) = heads.split_at_mut(m + 1);
                 let mut acc = KpiState::default();
-                range(starts[m], starts[m + 1], &mut acc);
+                self.merge_range(key, group[m].1, group[m + 1].1, &mut acc);
                 // Content that nets to nothing still carries its updates (the version).
                 if acc.is_empty() && acc.updates == 0 {
-                    head[m] = next.clone();
+                    head[m] = tail[0].clone();
                 } else {
-                    acc.merge(next);
+                    acc.merge(&tail[0]);
                     head[m] = acc;
                 }
             }
-            // Prefixes [pivot, t_m), built forwards; window m = suffix m ⊕ prefix m.
-            let mut prefix = KpiState::default();
-            for (m, suffix) in suffixes.into_iter().enumerate() {
-                if m > 0 {
-                    range(run[m - 1], run[m], &mut prefix);
-                }
-                let mut state = suffix;
-                if !prefix.is_empty() || prefix.updates > 0 {
-                    state.merge(&prefix);
-                }
-                out.push(state);
-            }
-            i = j;
+            out.extend(heads.into_iter().map(Head::Before));
         }
         out
     }
@@ -1663,9 +1640,9 @@ impl KpiEngine {
             .values()
             .map(|p| p.panes.series_count())
             .sum();
-        s.minute_panes = self.pane_count(crate::window::Tier::Minute);
-        s.hour_panes = self.pane_count(crate::window::Tier::Hour);
-        s.day_panes = self.pane_count(crate::window::Tier::Day);
+        s.minute_panes = self.pane_count(Tier::Minute);
+        s.hour_panes = self.pane_count(Tier::Hour);
+        s.day_panes = self.pane_count(Tier::Day);
         s.open_cases = self
             .partitions
             .values()
@@ -1710,7 +1687,13 @@ impl KpiEngine {
         let mut b = StateBytes::default();
         for p in self.partitions.values() {
             for (_, series) in p.panes.iter() {
-                for tier in crate::window::Tier::ALL {
+                b.bodies += series
+                    .bodies()
+                    .map(|s| {
+                        48 + block(size_of::<KpiState>()) + s.approx_bytes() - size_of::<KpiState>()
+                    })
+                    .sum::<usize>();
+                for tier in Tier::ALL {
                     for (_, pane) in series.panes(tier) {
                         // The ring-buffer slot: start + pane handle.
                         let slot = 32;
@@ -1755,7 +1738,7 @@ impl KpiEngine {
             .values()
             .flat_map(|p| p.panes.iter())
             .flat_map(|(_, series)| {
-                crate::window::Tier::ALL.into_iter().flat_map(move |tier| {
+                Tier::ALL.into_iter().flat_map(move |tier| {
                     series.panes(tier).map(|(_, pane)| match pane {
                         PaneRef::Hot(s) => s.approx_bytes() + 48,
                         PaneRef::Frozen(f) => f.len() + 48,
@@ -1865,7 +1848,7 @@ impl KpiEngine {
                         .panes
                         .iter()
                         .flat_map(|(k, series)| {
-                            crate::window::Tier::ALL.into_iter().flat_map(move |tier| {
+                            Tier::ALL.into_iter().flat_map(move |tier| {
                                 series
                                     .panes(tier)
                                     .map(move |(start, s)| (*k, tier, start, s.to_state()))
@@ -1929,7 +1912,7 @@ impl KpiEngine {
             .map(|(k, lo, hi)| (k, (lo, hi)))
             .collect();
         for p in snapshot.partitions {
-            let mut state = PartitionState::new(engine.grid, engine.cfg.persist_panes);
+            let mut state = PartitionState::new(engine.grid, &engine.cfg);
             for (key, tier, start, pane) in &p.panes {
                 state.panes.restore_pane(*key, *tier, *start, pane);
             }

@@ -408,6 +408,10 @@ impl Mergeable for KpiState {
     fn prepare(&mut self) {
         self.customers.flush_pending();
     }
+
+    fn footprint(&self) -> usize {
+        self.approx_bytes()
+    }
 }
 
 /// A [`KpiState`] in its compact, read-only form (frozen panes, see [`Freeze`]): only the

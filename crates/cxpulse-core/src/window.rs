@@ -31,6 +31,10 @@ pub trait Mergeable: Clone + Default {
     /// Called once on every pane written since the last reads, before panes are read
     /// (e.g. to fold buffered sketch inserts). Must not change the value.
     fn prepare(&mut self) {}
+    /// Approximate bytes the state holds (inline and heap), for memory budgets.
+    fn footprint(&self) -> usize {
+        std::mem::size_of::<Self>()
+    }
 }
 
 /// Why a pane is in the change set.
@@ -337,6 +341,15 @@ impl<S: Freeze> TierPanes<S> {
             .map(|(s, slot)| (*s, slot))
     }
 
+    /// How many panes start in `[from, to)`.
+    fn count_range(&self, from: Millis, to: Millis) -> usize {
+        if from >= to {
+            return 0;
+        }
+        self.panes.partition_point(|(s, _)| *s < to)
+            - self.panes.partition_point(|(s, _)| *s < from)
+    }
+
     fn merge_range(&self, from: Millis, to: Millis, acc: &mut S) -> usize {
         let mut merged = 0;
         if from < to {
@@ -387,16 +400,40 @@ impl<S: Freeze> TierPanes<S> {
     }
 }
 
-/// The panes of one series (one group key) in the three tiers.
+/// A cached merge of one series over an hour-aligned range `[from, to)` of closed panes:
+/// the **body** that the windows ending in one hour read between their head and the
+/// minutes of that hour (see `docs/incremental-evaluation.md`). Every write that lands in
+/// the range is applied to the body as to the panes (write-through), so the body stays the
+/// merge of the panes that tile the range; rollups, freezing and eviction move pane
+/// content without changing it.
+#[derive(Clone, Debug)]
+struct Body<S> {
+    from: Millis,
+    to: Millis,
+    state: S,
+    /// The store's body generation when the body was last asked for.
+    used: u64,
+    /// Written since it was last prepared for reading.
+    needs_prepare: bool,
+    /// Its footprint when it was built (what it counts for in the store's budget).
+    bytes: usize,
+}
+
+/// The panes of one series (one group key) in the three tiers, and its cached bodies.
 #[derive(Clone, Debug)]
 pub struct PaneSeries<S: Freeze> {
     tiers: [TierPanes<S>; 3],
+    bodies: Vec<Body<S>>,
+    /// The latest end of a body (writes at or after it reach no body).
+    bodies_until: Millis,
 }
 
 impl<S: Freeze> Default for PaneSeries<S> {
     fn default() -> Self {
         PaneSeries {
             tiers: Default::default(),
+            bodies: Vec::new(),
+            bodies_until: Millis::MIN,
         }
     }
 }
@@ -463,14 +500,73 @@ impl<S: Freeze> PaneSeries<S> {
         }
         let mut merged = self.merge_tier_range(Tier::Minute, from, a1, acc);
         merged += self.merge_tier_range(Tier::Minute, b1, to, acc);
+        if let Some(body) = self.body(a1, b1) {
+            acc.merge(body);
+            return merged + 1;
+        }
+        merged + self.merge_closed_range(grid, a1, b1, acc)
+    }
+
+    /// Merges the hour-aligned range `[a1, b1)` in hours and days (not minutes, not bodies).
+    fn merge_closed_range(&self, grid: &TimeGrid, a1: Millis, b1: Millis, acc: &mut S) -> usize {
         let a2 = grid.ceil(a1, DAY_MS);
         let b2 = grid.floor(b1, DAY_MS);
         if a2 >= b2 {
-            return merged + self.merge_tier_range(Tier::Hour, a1, b1, acc);
+            return self.merge_tier_range(Tier::Hour, a1, b1, acc);
         }
-        merged += self.merge_tier_range(Tier::Hour, a1, a2, acc);
-        merged += self.merge_tier_range(Tier::Hour, b2, b1, acc);
-        merged + self.merge_tier_range(Tier::Day, a2, b2, acc)
+        self.merge_tier_range(Tier::Hour, a1, a2, acc)
+            + self.merge_tier_range(Tier::Hour, b2, b1, acc)
+            + self.merge_tier_range(Tier::Day, a2, b2, acc)
+    }
+
+    /// How many hour and day panes tile the hour-aligned range `[a1, b1)`.
+    fn closed_pane_count(&self, grid: &TimeGrid, a1: Millis, b1: Millis) -> usize {
+        let a2 = grid.ceil(a1, DAY_MS);
+        let b2 = grid.floor(b1, DAY_MS);
+        let hours = &self.tiers[Tier::Hour.index()];
+        if a2 >= b2 {
+            return hours.count_range(a1, b1);
+        }
+        hours.count_range(a1, a2)
+            + hours.count_range(b2, b1)
+            + self.tiers[Tier::Day.index()].count_range(a2, b2)
+    }
+
+    /// The cached body over exactly `[from, to)`, if any.
+    pub fn body(&self, from: Millis, to: Millis) -> Option<&S> {
+        self.bodies
+            .iter()
+            .find(|b| b.from == from && b.to == to)
+            .map(|b| &b.state)
+    }
+
+    /// How many bodies the series caches.
+    pub fn body_count(&self) -> usize {
+        self.bodies.len()
+    }
+
+    /// The cached bodies' states.
+    pub fn bodies(&self) -> impl Iterator<Item = &S> {
+        self.bodies.iter().map(|b| &b.state)
+    }
+
+    /// Keeps the bodies `keep` says; returns the bytes the others counted for.
+    fn drop_bodies(&mut self, mut keep: impl FnMut(&Body<S>) -> bool) -> usize {
+        let mut freed = 0;
+        self.bodies.retain(|b| {
+            let kept = keep(b);
+            if !kept {
+                freed += b.bytes;
+            }
+            kept
+        });
+        self.bodies_until = self
+            .bodies
+            .iter()
+            .map(|b| b.to)
+            .max()
+            .unwrap_or(Millis::MIN);
+        freed
     }
 }
 
@@ -554,6 +650,13 @@ pub struct PaneStore<K, S: Freeze> {
     changed: Vec<(SeriesId, Tier, Millis)>,
     /// Whether written panes are remembered for [`PaneStore::take_changed`].
     track_persist: bool,
+    /// Advanced at every eviction: bodies not asked for since the previous one are dropped.
+    body_generation: u64,
+    /// Series with a body written since the last reads.
+    bodies_written: Vec<SeriesId>,
+    /// Bytes the bodies held when they were built, and the most they may hold.
+    body_bytes: usize,
+    body_budget: usize,
 }
 
 impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
@@ -566,6 +669,10 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
             closed: Closed::default(),
             changed: Vec::new(),
             track_persist: false,
+            body_generation: 0,
+            bodies_written: Vec::new(),
+            body_bytes: 0,
+            body_budget: 0,
         }
     }
 
@@ -588,6 +695,12 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
             changed.push((id, tier, start));
         }
         pane.flags |= flags;
+    }
+
+    /// Let bodies ([`PaneStore::ensure_body`]) hold up to `bytes` (none by default).
+    pub fn with_body_budget(mut self, bytes: usize) -> Self {
+        self.body_budget = bytes;
+        self
     }
 
     pub fn grid(&self) -> &TimeGrid {
@@ -638,6 +751,17 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
                 let pane = series.tiers[Tier::Day.index()].hot_mut(day);
                 update(&mut pane.state);
                 Self::mark(&mut self.changed, pane, id, Tier::Day, day, flags);
+            }
+            if minute < series.bodies_until {
+                for body in &mut series.bodies {
+                    if body.from <= minute && minute < body.to {
+                        update(&mut body.state);
+                        if !body.needs_prepare {
+                            body.needs_prepare = true;
+                            self.bodies_written.push(id);
+                        }
+                    }
+                }
             }
         }
     }
@@ -702,6 +826,13 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
             frontier - retention.day_ms,
         ];
         let freeze_limit = frontier - retention.freeze_ms;
+        // Bodies asked for since the previous eviction stay, for the newest hour a body of the
+        // series ends at and the hour before (corrections of the ends of the previous hour);
+        // the others are dropped (the windows that read them have moved on, or their series
+        // went quiet).
+        let generation = self.body_generation;
+        self.body_generation += 1;
+        let mut freed = 0;
         for series in &mut self.series {
             for tier in Tier::ALL {
                 let panes = &mut series.tiers[tier.index()];
@@ -709,7 +840,65 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
                 panes.drop_before(cut[tier.index()] - tier.len_ms() + 1);
                 panes.freeze_until(freeze_limit, tier.len_ms());
             }
+            if !series.bodies.is_empty() {
+                let empty = series.is_empty();
+                let newest = series.bodies_until;
+                freed += series
+                    .drop_bodies(|b| !empty && b.used >= generation && b.to + HOUR_MS >= newest);
+            }
         }
+        self.body_bytes -= freed;
+    }
+
+    /// Makes sure `key`'s series caches a body over the hour-aligned range `[from, to)` of
+    /// closed panes, when that range holds at least `min_panes` hour and day panes (fewer
+    /// are cheaper to merge than to keep). Built from a body over a shorter range with the
+    /// same start if there is one (the windows of the next hour), else from the panes.
+    /// Returns whether the body is there.
+    pub fn ensure_body(&mut self, key: &K, from: Millis, to: Millis, min_panes: usize) -> bool {
+        let Some(&id) = self.ids.get(key) else {
+            return false;
+        };
+        let grid = self.grid;
+        let generation = self.body_generation;
+        let series = &mut self.series[id as usize];
+        debug_assert!(from < to && grid.floor(from, HOUR_MS) == from);
+        if let Some(body) = series
+            .bodies
+            .iter_mut()
+            .find(|b| b.from == from && b.to == to)
+        {
+            body.used = generation;
+            return true;
+        }
+        if self.body_bytes >= self.body_budget
+            || series.closed_pane_count(&grid, from, to) < min_panes
+        {
+            return false;
+        }
+        let base = series
+            .bodies
+            .iter()
+            .filter(|b| b.from == from && b.to < to)
+            .max_by_key(|b| b.to);
+        let (mut state, rest_from) = match base {
+            Some(b) => (b.state.clone(), b.to),
+            None => (S::default(), from),
+        };
+        series.merge_closed_range(&grid, rest_from, to, &mut state);
+        state.prepare();
+        let bytes = state.footprint();
+        series.bodies.push(Body {
+            from,
+            to,
+            state,
+            used: generation,
+            needs_prepare: false,
+            bytes,
+        });
+        series.bodies_until = series.bodies_until.max(to);
+        self.body_bytes += bytes;
+        true
     }
 
     /// The panes written since the last call (still present; evicted ones are skipped), for
@@ -741,6 +930,14 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
 
     /// Prepares every pane written since the last call for reading ([`Mergeable::prepare`]).
     pub fn prepare_reads(&mut self) {
+        for id in self.bodies_written.drain(..) {
+            for body in &mut self.series[id as usize].bodies {
+                if body.needs_prepare {
+                    body.state.prepare();
+                    body.needs_prepare = false;
+                }
+            }
+        }
         let series = &mut self.series;
         self.changed.retain(|(id, tier, start)| {
             let Some(pane) = series[*id as usize].tiers[tier.index()].get_hot_mut(*start) else {
@@ -758,7 +955,9 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
     /// Inserts a pane as it was persisted (restore). Hour/day panes count as closed.
     pub fn restore_pane(&mut self, key: K, tier: Tier, start: Millis, state: &S) {
         let id = self.series_id(key);
-        let pane = self.series[id as usize].tiers[tier.index()].hot_mut(start);
+        let series = &mut self.series[id as usize];
+        self.body_bytes -= series.drop_bodies(|_| false);
+        let pane = series.tiers[tier.index()].hot_mut(start);
         pane.state.merge(state);
         pane.state.prepare();
     }
@@ -804,6 +1003,16 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
 
     pub fn frozen_count(&self, tier: Tier) -> usize {
         self.series.iter().map(|s| s.frozen_count(tier)).sum()
+    }
+
+    /// How many bodies the store caches.
+    pub fn body_count(&self) -> usize {
+        self.series.iter().map(|s| s.body_count()).sum()
+    }
+
+    /// The bytes the cached bodies held when they were built.
+    pub fn body_bytes(&self) -> usize {
+        self.body_bytes
     }
 }
 
@@ -907,6 +1116,109 @@ mod tests {
             let expected: i64 = (from_min..to_min).map(|i| i + 1).sum();
             assert_eq!(acc.0, expected, "range {from_min}..{to_min}");
         }
+    }
+
+    /// Three days of minutes, the value of minute `i` (from `T0`) being `i + 1`, all closed.
+    fn three_days() -> (PaneStore<u8, Sum>, Millis) {
+        let mut store: PaneStore<u8, Sum> =
+            PaneStore::new(TimeGrid::default()).with_body_budget(usize::MAX);
+        let minutes = 3 * 24 * 60;
+        for i in 0..minutes {
+            store.apply(0, T0 + i * MINUTE_MS + 123, |s| s.0 += i + 1);
+        }
+        let frontier = T0 + minutes * MINUTE_MS;
+        store.close_through(frontier);
+        (store, frontier)
+    }
+
+    /// The plain sum of minutes `[from, to)` of [`three_days`].
+    fn minutes_sum(from: Millis, to: Millis) -> i64 {
+        ((from - T0) / MINUTE_MS..(to - T0) / MINUTE_MS)
+            .map(|i| i + 1)
+            .sum()
+    }
+
+    #[test]
+    fn body_is_the_merge_of_its_range_and_follows_writes_into_it() {
+        let (mut store, _) = three_days();
+        let (from, to) = (T0 + 5 * HOUR_MS, T0 + 2 * DAY_MS + 3 * HOUR_MS);
+        // Two hour panes: cheaper to merge than to keep.
+        assert!(!store.ensure_body(&0, T0 + HOUR_MS, T0 + 3 * HOUR_MS, 4));
+        assert!(store.ensure_body(&0, from, to, 4));
+        let body = |store: &PaneStore<u8, Sum>, from, to| {
+            store.series(&0).and_then(|s| s.body(from, to)).map(|b| b.0)
+        };
+        assert_eq!(body(&store, from, to), Some(minutes_sum(from, to)));
+        // A window reading the body: head minutes, the body, tail minutes.
+        let (start, end) = (from - 7 * MINUTE_MS, to + 9 * MINUTE_MS);
+        let mut acc = Sum::default();
+        assert_eq!(store.merge_range_into(&0, start, end, &mut acc), 7 + 1 + 9);
+        assert_eq!(acc.0, minutes_sum(start, end));
+        // Writes into the range reach the body; writes after it do not.
+        store.apply(0, T0 + DAY_MS + 30 * MINUTE_MS, |s| s.0 += 1000);
+        store.apply(0, to, |s| s.0 += 50_000);
+        store.apply(0, from - MINUTE_MS, |s| s.0 += 70_000);
+        store.prepare_reads();
+        assert_eq!(body(&store, from, to), Some(minutes_sum(from, to) + 1000));
+        // The next hour's body grows from this one, with the same content as the panes.
+        assert!(store.ensure_body(&0, from, to + HOUR_MS, 4));
+        assert_eq!(
+            body(&store, from, to + HOUR_MS),
+            Some(minutes_sum(from, to + HOUR_MS) + 1000 + 50_000)
+        );
+        assert_eq!(store.body_count(), 2);
+        assert!(store.ensure_body(&0, from, to, 4), "asked again: kept");
+        assert_eq!(store.body_count(), 2);
+    }
+
+    #[test]
+    fn bodies_stop_at_the_budget() {
+        let (store, _) = three_days();
+        let mut store = store.with_body_budget(1);
+        assert!(store.ensure_body(&0, T0 + HOUR_MS, T0 + DAY_MS, 4));
+        assert!(
+            !store.ensure_body(&0, T0 + 2 * HOUR_MS, T0 + DAY_MS, 4),
+            "the budget is spent"
+        );
+        assert_eq!(store.body_count(), 1);
+        let mut none = PaneStore::<u8, Sum>::new(TimeGrid::default());
+        none.apply(0, T0, |s| s.0 += 1);
+        assert!(
+            !none.ensure_body(&0, T0, T0 + DAY_MS, 0),
+            "no budget by default"
+        );
+    }
+
+    #[test]
+    fn bodies_are_kept_while_asked_for_and_recent() {
+        let (mut store, frontier) = three_days();
+        let keep_all = Retention {
+            minute_ms: 10 * DAY_MS,
+            hour_ms: 10 * DAY_MS,
+            day_ms: 10 * DAY_MS,
+            freeze_ms: 10 * DAY_MS,
+        };
+        let a = (T0 + 2 * HOUR_MS, T0 + DAY_MS + 5 * HOUR_MS);
+        let b = (T0 + HOUR_MS, T0 + DAY_MS + 6 * HOUR_MS);
+        let c = (T0 + 3 * HOUR_MS, T0 + DAY_MS + 4 * HOUR_MS);
+        for (from, to) in [a, b, c] {
+            assert!(store.ensure_body(&0, from, to, 4));
+        }
+        store.evict(frontier, &keep_all);
+        let series = store.series(&0).unwrap();
+        assert!(series.body(a.0, a.1).is_some() && series.body(b.0, b.1).is_some());
+        assert!(
+            series.body(c.0, c.1).is_none(),
+            "ends more than an hour before the newest body"
+        );
+        assert!(store.ensure_body(&0, a.0, a.1, 4));
+        store.evict(frontier, &keep_all);
+        let series = store.series(&0).unwrap();
+        assert!(series.body(a.0, a.1).is_some() && series.body(b.0, b.1).is_none());
+        assert!(store.body_bytes() > 0);
+        // A restored pane changes what the panes hold: every body of its series goes.
+        store.restore_pane(0, Tier::Minute, T0, &Sum(5));
+        assert_eq!((store.body_count(), store.body_bytes()), (0, 0));
     }
 
     #[test]

@@ -153,9 +153,10 @@ fn main() {
     println!("approx. bytes in panes: {:.1} MiB", mib(pane_bytes));
     let b = engine.state_bytes();
     println!(
-        "approx. state by part: hot panes {:.1} MiB, frozen panes {:.1} MiB, ids {:.1} MiB, cases {:.1} MiB, follow-ups {:.1} MiB (total {:.1} MiB)",
+        "approx. state by part: hot panes {:.1} MiB, frozen panes {:.1} MiB, window bodies {:.1} MiB, ids {:.1} MiB, cases {:.1} MiB, follow-ups {:.1} MiB (total {:.1} MiB)",
         mib(b.hot_panes),
         mib(b.frozen_panes),
+        mib(b.bodies),
         mib(b.ids),
         mib(b.cases),
         mib(b.follow_ups),
