@@ -45,9 +45,13 @@ fn main() {
     for windows in counts {
         let warm = (history_days > 0.0).then(|| {
             let t = Instant::now();
+            let defaults = engine_config(windows);
             let cfg = cxpulse_core::EngineConfig {
                 max_ends_per_advance: Some(1),
-                ..engine_config(windows)
+                // `BODY_MIB`: memory for cached window bodies (default: the engine's).
+                window_body_bytes: env_f64("BODY_MIB")
+                    .map_or(defaults.window_body_bytes, |m| (m * 1048576.0) as usize),
+                ..defaults
             };
             let engine = with_history(&profile, cfg, history_days, history_rate);
             eprintln!(
