@@ -620,6 +620,12 @@ struct WindowEnds {
     corrections: usize,
 }
 
+/// Whether two window ends lie in the same hour (they then share a body and the minutes
+/// before them: see [`KpiEngine::evaluate_key`]).
+fn same_hour(grid: &TimeGrid, a: Millis, b: Millis) -> bool {
+    grid.floor(a, HOUR_MS) == grid.floor(b, HOUR_MS)
+}
+
 /// Part of a window's state (see [`KpiEngine::heads`]).
 enum Head {
     /// The window before the hour that holds its end.
@@ -1212,33 +1218,21 @@ impl KpiEngine {
     }
 
     /// Merges `key`'s panes over `[from, to)` from every partition into `acc`.
-    fn merge_range(&self, key: &GroupKey, from: Millis, to: Millis, acc: &mut KpiState) -> usize {
-        if from >= to {
-            return 0;
+    fn merge_range(&self, key: &GroupKey, from: Millis, to: Millis, acc: &mut KpiState) {
+        if from < to {
+            for p in self.partitions.values() {
+                p.panes.merge_range_into(key, from, to, acc);
+            }
         }
-        self.partitions
-            .values()
-            .map(|p| p.panes.merge_range_into(key, from, to, acc))
-            .sum()
     }
 
     /// Merges `key`'s panes of one tier starting in `[from, to)` from every partition.
-    fn merge_tier(
-        &self,
-        key: &GroupKey,
-        tier: Tier,
-        from: Millis,
-        to: Millis,
-        acc: &mut KpiState,
-    ) -> usize {
-        if from >= to {
-            return 0;
+    fn merge_tier(&self, key: &GroupKey, tier: Tier, from: Millis, to: Millis, acc: &mut KpiState) {
+        if from < to {
+            for series in self.partitions.values().filter_map(|p| p.panes.series(key)) {
+                series.merge_tier_range(tier, from, to, acc);
+            }
         }
-        self.partitions
-            .values()
-            .filter_map(|p| p.panes.series(key))
-            .map(|series| series.merge_tier_range(tier, from, to, acc))
-            .sum()
     }
 
     /// The merged state of `key` over `[start, end)` across partitions.
@@ -1256,7 +1250,7 @@ impl KpiEngine {
         let grid = self.grid;
         for WindowEnds { window, ends, .. } in plan {
             let w = &self.cfg.windows[*window];
-            for group in ends.chunk_by(|a, b| grid.floor(*a, HOUR_MS) == grid.floor(*b, HOUR_MS)) {
+            for group in ends.chunk_by(|a, b| same_hour(&grid, *a, *b)) {
                 let Some(&last) = group.last() else { continue };
                 let b1 = grid.floor(last, HOUR_MS);
                 let a1 = grid.ceil(w.start_for(&grid, last), HOUR_MS);
@@ -1299,22 +1293,16 @@ impl KpiEngine {
         let mut minutes: Vec<KpiState> = Vec::with_capacity(all_ends.len());
         for (i, &end) in all_ends.iter().enumerate() {
             let b1 = grid.floor(end, HOUR_MS);
-            let mut acc = match i.checked_sub(1) {
-                Some(j) if all_ends[j] >= b1 => {
-                    let mut acc = minutes[j].clone();
-                    self.merge_tier(key, Tier::Minute, all_ends[j], end, &mut acc);
-                    acc
-                }
-                _ => {
-                    let mut acc = KpiState::default();
-                    self.merge_tier(key, Tier::Minute, b1, end, &mut acc);
-                    acc
-                }
+            // From the previous end's minutes when it lies in the same hour.
+            let (mut acc, from) = match i.checked_sub(1) {
+                Some(j) if all_ends[j] >= b1 => (minutes[j].clone(), all_ends[j]),
+                _ => (KpiState::default(), b1),
             };
-            acc.prepare();
+            self.merge_tier(key, Tier::Minute, from, end, &mut acc);
             minutes.push(acc);
         }
-        let minutes_at = |end: Millis| all_ends.binary_search(&end).ok().map(|i| &minutes[i]);
+        // Every end of the plan is in `all_ends`.
+        let minutes_at = |end: Millis| &minutes[all_ends.partition_point(|e| *e < end)];
         // Window end → (start, index in `rows`) of the longest window evaluated so far.
         let mut shorter_rows: FxHashMap<Millis, (Millis, usize)> = FxHashMap::default();
         for WindowEnds {
@@ -1345,15 +1333,15 @@ impl KpiEngine {
                     Some(row) => (rows[row].state.clone(), rows[row].kpis.clone()),
                     None => {
                         let Some(head) = states.next() else { continue };
-                        let state = match (head, minutes_at(end)) {
-                            (Head::Whole(state), _) => state,
-                            (Head::Before(mut state), Some(tail)) => {
+                        let state = match head {
+                            Head::Whole(state) => state,
+                            Head::Before(mut state) => {
+                                let tail = minutes_at(end);
                                 if !tail.is_empty() || tail.updates > 0 {
                                     state.merge(tail);
                                 }
                                 state
                             }
-                            (Head::Before(state), None) => state,
                         };
                         if !has_row(&state) {
                             continue;
@@ -1385,7 +1373,7 @@ impl KpiEngine {
     fn heads(&self, key: &GroupKey, windows: &[(Millis, Millis)]) -> Vec<Head> {
         let grid = self.grid;
         let mut out: Vec<Head> = Vec::with_capacity(windows.len());
-        for group in windows.chunk_by(|a, b| grid.floor(a.0, HOUR_MS) == grid.floor(b.0, HOUR_MS)) {
+        for group in windows.chunk_by(|a, b| same_hour(&grid, a.0, b.0)) {
             let Some(&(last_end, last_start)) = group.last() else {
                 continue;
             };
