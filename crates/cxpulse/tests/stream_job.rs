@@ -94,11 +94,19 @@ impl Setup {
 
     /// `cxpulse generate`: `count` records at `rate` events/s of event time from `START`.
     fn generate(&mut self, count: u64, rate: &str, malformed_share: &str, seed: &str) {
-        let child = self.spawn_generate(count, rate, malformed_share, seed, START);
+        let child = self.spawn_generate(
+            count,
+            rate,
+            malformed_share,
+            seed,
+            START,
+            Pacing::AsFastAsPossible,
+        );
         self.generated(child);
     }
 
-    /// Starts `cxpulse generate` (event time from `start`, ms) without waiting for it.
+    /// Starts `cxpulse generate` (event time from `start`, ms) without waiting for it: as
+    /// fast as it can, or with `Pacing::RealTime` at `rate` events per second of wall clock.
     fn spawn_generate(
         &self,
         count: u64,
@@ -106,22 +114,33 @@ impl Setup {
         malformed_share: &str,
         seed: &str,
         start: &str,
+        pacing: Pacing,
     ) -> Child {
-        self.command(&[
-            "generate",
-            "--count",
-            &count.to_string(),
-            "--seed",
-            seed,
-            "--rate",
-            rate,
-            "--malformed-share",
-            malformed_share,
-            "--partitions",
-            &PARTITIONS.to_string(),
-            "--start",
-            start,
-        ])
+        let pace: &[&str] = match pacing {
+            Pacing::AsFastAsPossible => &[],
+            Pacing::RealTime => &["--realtime"],
+        };
+        self.command(
+            &[
+                &["generate"],
+                pace,
+                &[
+                    "--count",
+                    &count.to_string(),
+                    "--seed",
+                    seed,
+                    "--rate",
+                    rate,
+                    "--malformed-share",
+                    malformed_share,
+                    "--partitions",
+                    &PARTITIONS.to_string(),
+                    "--start",
+                    start,
+                ],
+            ]
+            .concat(),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -558,6 +577,13 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
 
 /// ~33 minutes of event time: enough for every window kind to be emitted many times.
 const COUNT: u64 = 20_000;
+
+/// How `cxpulse generate` sends.
+#[derive(Clone, Copy)]
+enum Pacing {
+    AsFastAsPossible,
+    RealTime,
+}
 const RATE: &str = "10";
 
 #[test]
@@ -607,17 +633,30 @@ fn kill_9_mid_stream_and_restart_is_still_exact() {
     setup.generate(COUNT, RATE, "0.01", "8");
     let mut job = setup.start_job("a");
     setup.wait_covered(setup.records, Duration::from_secs(180), &mut [&mut job]);
-    // More traffic (the next ~33 minutes of event time) while the job runs: kill -9 it
-    // while it consumes, between checkpoints.
+    // More traffic while the job runs, paced in real time (~20 s of wall clock), so that the
+    // kill always lands mid-stream: kill -9 the job right after its first checkpoint that
+    // covers some of the new records, while the generator is still sending (whatever the
+    // job consumed after that checkpoint is lost with it and must be read again).
+    let first = setup.records;
     let next_start = (START.parse::<i64>().expect("START") + 2_000_000).to_string();
-    let more = setup.spawn_generate(COUNT, RATE, "0.01", "18", &next_start);
-    std::thread::sleep(Duration::from_millis(1_500));
+    let mut more = setup.spawn_generate(COUNT, "1000", "0.01", "18", &next_start, Pacing::RealTime);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while setup.covered() <= first {
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint covered the new records within 60 s; log:\n{}",
+            job.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let still_sending = matches!(more.try_wait(), Ok(None));
     job.kill9();
     let covered_at_kill = setup.covered();
     setup.generated(more);
     assert!(
-        covered_at_kill < setup.records,
-        "killed mid-stream ({covered_at_kill} of {} covered)",
+        still_sending && covered_at_kill < setup.records,
+        "killed mid-stream (generator still sending: {still_sending}; \
+         {covered_at_kill} of {} covered)",
         setup.records
     );
     let mut job = setup.start_job("b");
@@ -718,7 +757,14 @@ fn clickhouse_down_for_30_s_mid_stream_is_still_exact() {
     servers_sh(&["stop", "clickhouse"], &[]);
     let stopped = Instant::now();
     let next_start = (START.parse::<i64>().expect("START") + 2_000_000).to_string();
-    let more = setup.spawn_generate(COUNT, RATE, "0.01", "21", &next_start);
+    let more = setup.spawn_generate(
+        COUNT,
+        RATE,
+        "0.01",
+        "21",
+        &next_start,
+        Pacing::AsFastAsPossible,
+    );
     setup.generated(more);
     std::thread::sleep(Duration::from_secs(30).saturating_sub(stopped.elapsed()));
     // The job kept running without its sink.
