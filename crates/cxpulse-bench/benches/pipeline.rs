@@ -2,7 +2,7 @@
 //!
 //! `cargo bench -p cxpulse-bench --bench pipeline`
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use cxpulse_bench::{encoded_traffic, engine_config, run, Profile};
+use cxpulse_bench::{encoded_traffic, engine_config, run, Cadence, Profile};
 use std::time::Duration;
 
 // The allocator of the `cxpulse` binary, so that the figures are the job's.
@@ -20,7 +20,7 @@ fn pipeline(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter_batched(
                 || engine_config(windows),
-                |cfg| run(&records, cfg, 10_000),
+                |cfg| run(&records, cfg, Cadence::JOB),
                 BatchSize::PerIteration,
             )
         });

@@ -1,5 +1,6 @@
 //! Shared fixtures for the cxpulse benchmarks: realistic Avro-encoded traffic, and the
-//! decode → validate → aggregate loop exactly as the stream job runs it per poll batch.
+//! decode → validate → aggregate loop as the stream job runs it (emitting windows and taking
+//! the changed panes at each flush).
 
 use cxpulse_avro::{Decoder, Encoder, RecordKind, SchemaRegistry};
 use cxpulse_core::window::{Tier, WindowSpec};
@@ -97,16 +98,52 @@ pub struct RunSummary {
     pub duplicates: usize,
     pub rejected: usize,
     pub invalid: usize,
+    /// Window rows emitted.
     pub rows: usize,
+    /// Changed panes taken for the sink.
+    pub panes: usize,
+    /// Times the windows were emitted (`advance`).
+    pub advances: usize,
 }
 
-/// Decodes, validates and aggregates every record, advancing every `batch` records
-/// (a Kafka poll batch).
-pub fn run(records: &[EncodedRecord], cfg: EngineConfig, batch: usize) -> (KpiEngine, RunSummary) {
+/// When the loop emits windows (`KpiEngine::advance`) and takes the changed panes for the
+/// sink, as `cxpulse run` does at each flush.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cadence {
+    /// As `cxpulse run` with its defaults flushes: once `batch_rows` rows wait for the sink
+    /// (`clickhouse.batch_rows`: survey responses for the voice-of-customer table and dead
+    /// letters) or at each tick (`clickhouse.batch_interval`, 1 s), counted as
+    /// `records_per_tick` records (the records of one second at the rate measured). The
+    /// records are a backlog, all in Kafka when the run starts (catching up after an
+    /// outage): processing time starts at the last arrival and runs one second per
+    /// `records_per_tick` records.
+    Job {
+        batch_rows: usize,
+        records_per_tick: usize,
+    },
+    /// Every `n` records (one Kafka poll batch): far more often than the job, a stress case.
+    /// Processing time is each record's arrival (traffic processed as it comes).
+    EveryRecords(usize),
+}
+
+impl Cadence {
+    /// The job's defaults, with one tick per 1,000,000 records (1 s at the target rate).
+    pub const JOB: Cadence = Cadence::Job {
+        batch_rows: 50_000,
+        records_per_tick: 1_000_000,
+    };
+}
+
+/// Decodes, validates and aggregates every record, emitting windows at `cadence`.
+pub fn run(
+    records: &[EncodedRecord],
+    cfg: EngineConfig,
+    cadence: Cadence,
+) -> (KpiEngine, RunSummary) {
     run_on(
         KpiEngine::new(cfg).expect("valid engine config"),
         records,
-        batch,
+        cadence,
     )
 }
 
@@ -140,10 +177,12 @@ pub fn with_history(
         engine.ingest(0, &d.event, d.arrival);
         if d.arrival >= next_advance {
             engine.advance(d.arrival);
+            engine.take_changed_panes(0);
             next_advance += 6 * HOUR_MS;
         }
     }
     engine.advance(profile.start);
+    engine.take_changed_panes(0);
     engine
 }
 
@@ -151,7 +190,7 @@ pub fn with_history(
 pub fn run_on(
     mut engine: KpiEngine,
     records: &[EncodedRecord],
-    batch: usize,
+    cadence: Cadence,
 ) -> (KpiEngine, RunSummary) {
     let decoder = Decoder::new(SchemaRegistry::new());
     let policy = ValidationPolicy::default();
@@ -159,26 +198,64 @@ pub fn run_on(
     // One reusable event per record kind: decoding allocates nothing once warm.
     let mut touchpoint = CxEvent::Touchpoint(empty_touchpoint());
     let mut survey = CxEvent::Survey(empty_survey());
+    // Rows waiting for the sink and records since the last flush.
+    let (mut pending, mut since) = (0usize, 0usize);
+    let backlog_from = records.last().map_or(0, |r| r.arrival);
+    let flush = |engine: &mut KpiEngine, s: &mut RunSummary, now: Millis| {
+        s.rows += engine.advance(now).len();
+        s.panes += engine.take_changed_panes(0).len();
+        s.advances += 1;
+    };
     for (i, r) in records.iter().enumerate() {
+        let now = match cadence {
+            Cadence::Job {
+                records_per_tick, ..
+            } => backlog_from + (i as u64 * 1000 / records_per_tick.max(1) as u64) as Millis,
+            Cadence::EveryRecords(_) => r.arrival,
+        };
         let scratch = match r.kind {
             RecordKind::Touchpoint => &mut touchpoint,
             RecordKind::Survey => &mut survey,
         };
-        match decoder.decode_validated_into(r.kind, &r.payload, r.arrival, &policy, scratch) {
-            Ok(()) => match engine.ingest(0, scratch, r.arrival) {
-                IngestOutcome::Accepted { .. } => s.accepted += 1,
+        match decoder.decode_validated_into(r.kind, &r.payload, now, &policy, scratch) {
+            Ok(()) => match engine.ingest(0, scratch, now) {
+                IngestOutcome::Accepted { .. } => {
+                    s.accepted += 1;
+                    pending += usize::from(r.kind == RecordKind::Survey);
+                }
                 IngestOutcome::Duplicate => s.duplicates += 1,
-                IngestOutcome::Rejected(_) => s.rejected += 1,
+                IngestOutcome::Rejected(_) => {
+                    s.rejected += 1;
+                    pending += 1;
+                }
             },
-            Err(_) => s.invalid += 1,
+            Err(_) => {
+                s.invalid += 1;
+                pending += 1;
+            }
         }
-        if (i + 1) % batch == 0 {
-            s.rows += engine.advance(r.arrival).len();
+        since += 1;
+        let due = match cadence {
+            Cadence::Job {
+                batch_rows,
+                records_per_tick,
+            } => pending >= batch_rows || since >= records_per_tick,
+            Cadence::EveryRecords(n) => since >= n,
+        };
+        if due {
+            flush(&mut engine, &mut s, now);
+            (pending, since) = (0, 0);
         }
     }
-    if let Some(last) = records.last() {
-        s.rows += engine.advance(last.arrival).len();
-    }
+    let end = match cadence {
+        Cadence::Job {
+            records_per_tick, ..
+        } => {
+            backlog_from + (records.len() as u64 * 1000 / records_per_tick.max(1) as u64) as Millis
+        }
+        Cadence::EveryRecords(_) => records.last().map_or(0, |r| r.arrival),
+    };
+    flush(&mut engine, &mut s, end);
     (engine, s)
 }
 
@@ -214,11 +291,13 @@ fn empty_survey() -> cxpulse_core::SurveyResponse {
     }
 }
 
-/// Engine configuration with `n` rolling windows (defaults otherwise).
+/// Engine configuration with `n` rolling windows (defaults otherwise), keeping the changed
+/// panes for the sink as `cxpulse run` does.
 pub fn engine_config(n_windows: usize) -> EngineConfig {
     EngineConfig {
         windows: windows(n_windows),
         max_segments: 1_000,
+        persist_panes: true,
         ..EngineConfig::default()
     }
 }

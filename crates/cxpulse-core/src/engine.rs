@@ -804,6 +804,12 @@ impl KpiEngine {
         self.version = self.version.max(version);
     }
 
+    /// Changes [`EngineConfig::max_ends_per_advance`], e.g. to lift the limit once a replay
+    /// of history has caught up.
+    pub fn set_max_ends_per_advance(&mut self, limit: Option<usize>) {
+        self.cfg.max_ends_per_advance = limit;
+    }
+
     /// A partition was assigned to this instance.
     pub fn assign_partition(&mut self, partition: PartitionId, now: Millis) {
         self.partitions

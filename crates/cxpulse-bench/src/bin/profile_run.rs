@@ -2,7 +2,7 @@
 //! --toggle-collect='*cxpulse_bench::run*'`): immune to machine load.
 //!
 //! `profile_run [events] [windows] [events_per_second]`
-use cxpulse_bench::{encoded_traffic, engine_config, run, Profile};
+use cxpulse_bench::{encoded_traffic, engine_config, run, Cadence, Profile};
 
 // The allocator of the `cxpulse` binary, so that the figures are the job's.
 #[global_allocator]
@@ -17,6 +17,6 @@ fn main() {
         profile.events_per_second = r;
     }
     let records = encoded_traffic(&profile);
-    let (engine, summary) = run(&records, engine_config(windows), 10_000);
+    let (engine, summary) = run(&records, engine_config(windows), Cadence::JOB);
     println!("{summary:?} series={}", engine.stats().series);
 }

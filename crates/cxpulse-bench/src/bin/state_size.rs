@@ -3,8 +3,9 @@
 //! `cargo run --release -p cxpulse-bench --bin state_size [events_per_second] [days] [--generator-only]`
 //!
 //! Streams generated events straight into the engine (default windows, incl. 28 d, and
-//! calendar days), advancing every 100,000 events (`ADVANCE_EVERY` overrides; the stream job
-//! advances once per poll batch), and prints the engine's pane counts, the
+//! calendar days), advancing and taking the changed panes every 100,000 events
+//! (`ADVANCE_EVERY` overrides; the stream job does so at each flush: once a second, or when
+//! 50,000 rows wait for its sink), and prints the engine's pane counts, the
 //! approximate bytes held in panes, the heap the engine holds (live allocations counted by
 //! this binary's allocator, after the generator is dropped) and the process's resident
 //! memory (VmRSS/VmHWM, which include the generator's pending follow-up events).
@@ -74,7 +75,7 @@ fn main() {
     let days: i64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(29);
     // `--generator-only`: the same stream without an engine (what the generator itself holds).
     let generator_only = args.next().as_deref() == Some("--generator-only");
-    // Records between two `advance` calls (the stream job advances once per poll batch).
+    // Records between two `advance` calls (the stream job advances at each flush).
     let advance_every: u64 = std::env::var("ADVANCE_EVERY")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -95,7 +96,7 @@ fn main() {
     let rss_before = status_kib("VmRSS:").unwrap_or(0);
     let heap_before = LIVE.load(Ordering::Relaxed);
     let t = Instant::now();
-    let (mut n, mut accepted, mut rows) = (0u64, 0u64, 0u64);
+    let (mut n, mut accepted, mut rows, mut panes_taken) = (0u64, 0u64, 0u64, 0u64);
     let mut generator = Generator::new(gen_cfg).expect("valid generator config");
     for d in generator.by_ref() {
         if d.arrival > start + days * DAY_MS {
@@ -118,6 +119,8 @@ fn main() {
         if n % advance_every == 0 {
             let out = engine.advance(d.arrival);
             rows += out.len() as u64;
+            // As the job hands them to its sink.
+            panes_taken += engine.take_changed_panes(0).len() as u64;
         }
         if n % 1_000_000 == 0 {
             eprintln!(
@@ -135,7 +138,7 @@ fn main() {
     let heap_engine = LIVE.load(Ordering::Relaxed).saturating_sub(heap_before);
     let s = engine.stats();
     let pane_bytes = engine.pane_bytes();
-    println!("{rate} events/s of event time for {days} days: {n} events ({accepted} accepted) in {elapsed:.0} s, {rows} rows");
+    println!("{rate} events/s of event time for {days} days: {n} events ({accepted} accepted) in {elapsed:.0} s, {rows} rows, {panes_taken} pane updates for the sink");
     println!(
         "series {} | panes: minute {}, hour {}, day {} ({} frozen) | open cases {} | follow-up customers {} | remembered ids {}",
         s.series,

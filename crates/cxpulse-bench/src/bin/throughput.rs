@@ -6,8 +6,13 @@
 //! time, so every window of an hour or more holds the same panes. `HISTORY_DAYS=d` (with
 //! `HISTORY_RATE`, events/s, default 2) first feeds `d` days of history, untimed, so that
 //! each window holds its own panes (steady state); each run then starts from a copy of
-//! that engine, with one new window end per `advance` at most (`max_ends_per_advance`).
-use cxpulse_bench::{encoded_traffic, engine_config, run, run_on, with_history, Profile};
+//! that engine.
+//!
+//! Windows are emitted as `cxpulse run` emits them with its default settings: at each flush,
+//! once 50,000 rows wait for the sink or once a second (counted as 1,000,000 records, one
+//! second at the target rate). `CADENCE=n` emits every `n` records instead (`CADENCE=10000`:
+//! every Kafka poll batch, the stress case of the earlier sessions).
+use cxpulse_bench::{encoded_traffic, engine_config, run, run_on, with_history, Cadence, Profile};
 use std::time::Instant;
 
 // The allocator of the `cxpulse` binary, so that the figures are the job's.
@@ -41,19 +46,36 @@ fn main() {
     if history_days > 0.0 {
         println!("after {history_days} days of history at {history_rate} events/s");
     }
+    let cadence = match std::env::var("CADENCE") {
+        Ok(v) if !v.is_empty() && v != "job" => match v.parse::<usize>() {
+            Ok(n) if n > 0 => Cadence::EveryRecords(n),
+            _ => {
+                eprintln!("CADENCE must be `job` or a positive number of records, not {v:?}");
+                std::process::exit(2);
+            }
+        },
+        _ => Cadence::JOB,
+    };
+    println!("windows emitted: {cadence:?}");
     let mut results = Vec::new();
     for windows in counts {
         let warm = (history_days > 0.0).then(|| {
             let t = Instant::now();
             let defaults = engine_config(windows);
             let cfg = cxpulse_core::EngineConfig {
-                max_ends_per_advance: Some(1),
                 // `BODY_MIB`: memory for cached window bodies (default: the engine's).
                 window_body_bytes: env_f64("BODY_MIB")
                     .map_or(defaults.window_body_bytes, |m| (m * 1048576.0) as usize),
                 ..defaults
             };
-            let engine = with_history(&profile, cfg, history_days, history_rate);
+            // The history emits only the last end of each window per advance (fast); the
+            // timed runs then emit every end, as the job does.
+            let history_cfg = cxpulse_core::EngineConfig {
+                max_ends_per_advance: Some(1),
+                ..cfg
+            };
+            let mut engine = with_history(&profile, history_cfg, history_days, history_rate);
+            engine.set_max_ends_per_advance(None);
             eprintln!(
                 "history for {windows} windows: {:.0} s",
                 t.elapsed().as_secs_f64()
@@ -66,8 +88,12 @@ fn main() {
             let engine = warm.clone();
             let t = Instant::now();
             let (engine, s) = match engine {
-                Some(engine) => run_on(engine, &records, 10_000),
-                None => run(&records, engine_config(windows), 10_000),
+                Some(engine) => run_on(engine, &records, cadence),
+                None => {
+                    let defaults = engine_config(windows);
+                    let cfg = cxpulse_core::EngineConfig { ..defaults };
+                    run(&records, cfg, cadence)
+                }
             };
             best = best.min(t.elapsed().as_secs_f64());
             summary = Some((s, engine.stats()));
@@ -75,8 +101,8 @@ fn main() {
         let rate = records.len() as f64 / best;
         if let Some((s, stats)) = summary {
             println!(
-                "{windows} windows: {rate:>10.0} events/s  ({best:.3} s; accepted {}, dup {}, rows {}, series {})",
-                s.accepted, s.duplicates, s.rows, stats.series
+                "{windows} windows: {rate:>10.0} events/s  ({best:.3} s; accepted {}, dup {}, advances {}, rows {}, panes {}, series {})",
+                s.accepted, s.duplicates, s.advances, s.rows, s.panes, stats.series
             );
         }
         results.push((windows, rate));
