@@ -200,19 +200,21 @@ pub fn run_on(
     let mut survey = CxEvent::Survey(empty_survey());
     // Rows waiting for the sink and records since the last flush.
     let (mut pending, mut since) = (0usize, 0usize);
+    // Processing time when the `i`-th record (arriving at `arrival`) is read.
     let backlog_from = records.last().map_or(0, |r| r.arrival);
+    let clock = |i: usize, arrival: Millis| match cadence {
+        Cadence::Job {
+            records_per_tick, ..
+        } => backlog_from + (i as u64 * 1000 / records_per_tick.max(1) as u64) as Millis,
+        Cadence::EveryRecords(_) => arrival,
+    };
     let flush = |engine: &mut KpiEngine, s: &mut RunSummary, now: Millis| {
         s.rows += engine.advance(now).len();
         s.panes += engine.take_changed_panes(0).len();
         s.advances += 1;
     };
     for (i, r) in records.iter().enumerate() {
-        let now = match cadence {
-            Cadence::Job {
-                records_per_tick, ..
-            } => backlog_from + (i as u64 * 1000 / records_per_tick.max(1) as u64) as Millis,
-            Cadence::EveryRecords(_) => r.arrival,
-        };
+        let now = clock(i, r.arrival);
         let scratch = match r.kind {
             RecordKind::Touchpoint => &mut touchpoint,
             RecordKind::Survey => &mut survey,
@@ -247,15 +249,7 @@ pub fn run_on(
             (pending, since) = (0, 0);
         }
     }
-    let end = match cadence {
-        Cadence::Job {
-            records_per_tick, ..
-        } => {
-            backlog_from + (records.len() as u64 * 1000 / records_per_tick.max(1) as u64) as Millis
-        }
-        Cadence::EveryRecords(_) => records.last().map_or(0, |r| r.arrival),
-    };
-    flush(&mut engine, &mut s, end);
+    flush(&mut engine, &mut s, clock(records.len(), backlog_from));
     (engine, s)
 }
 

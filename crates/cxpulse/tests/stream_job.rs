@@ -575,15 +575,15 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// ~33 minutes of event time: enough for every window kind to be emitted many times.
-const COUNT: u64 = 20_000;
-
 /// How `cxpulse generate` sends.
 #[derive(Clone, Copy)]
 enum Pacing {
     AsFastAsPossible,
     RealTime,
 }
+
+/// ~33 minutes of event time: enough for every window kind to be emitted many times.
+const COUNT: u64 = 20_000;
 const RATE: &str = "10";
 
 #[test]

@@ -89,11 +89,7 @@ fn main() {
             let t = Instant::now();
             let (engine, s) = match engine {
                 Some(engine) => run_on(engine, &records, cadence),
-                None => {
-                    let defaults = engine_config(windows);
-                    let cfg = cxpulse_core::EngineConfig { ..defaults };
-                    run(&records, cfg, cadence)
-                }
+                None => run(&records, engine_config(windows), cadence),
             };
             best = best.min(t.elapsed().as_secs_f64());
             summary = Some((s, engine.stats()));
