@@ -626,6 +626,18 @@ fn same_hour(grid: &TimeGrid, a: Millis, b: Millis) -> bool {
     grid.floor(a, HOUR_MS) == grid.floor(b, HOUR_MS)
 }
 
+/// How [`KpiEngine::evaluate_key`] gets the state of one window end.
+#[derive(Clone, Copy)]
+struct Planned {
+    end: Millis,
+    start: Millis,
+    /// The row of a shorter window with the same end and the same state.
+    taken: Option<usize>,
+    /// The previous end of the window has the same start and lies in the same hour: this
+    /// end's state is that one plus the minute panes between the two ends.
+    extends: bool,
+}
+
 /// Part of a window's state (see [`KpiEngine::heads`]).
 enum Head {
     /// The window before the hour that holds its end.
@@ -1317,26 +1329,50 @@ impl KpiEngine {
             corrections,
         } in plan
         {
-            // Per end: its start, and the row of a shorter window to take, if any.
-            let planned: Vec<(Millis, Millis, Option<usize>)> = ends
-                .iter()
-                .map(|&end| {
-                    let start = self.cfg.windows[*window].start_for(&grid, end);
-                    let taken = shorter_rows.get(&end).and_then(|&(s, row)| {
-                        (s >= start && !self.holds_pane_starting_in(key, start, s)).then_some(row)
-                    });
-                    (end, start, taken)
-                })
-                .collect();
+            // Per end: its start, the row of a shorter window to take, if any, and whether
+            // it extends the previous end's state (same start, same hour).
+            let mut planned: Vec<Planned> = Vec::with_capacity(ends.len());
+            for &end in ends {
+                let start = self.cfg.windows[*window].start_for(&grid, end);
+                let taken = shorter_rows.get(&end).and_then(|&(s, row)| {
+                    (s >= start && !self.holds_pane_starting_in(key, start, s)).then_some(row)
+                });
+                let extends = taken.is_none()
+                    && planned
+                        .last()
+                        .is_some_and(|p| p.start == start && same_hour(&grid, p.end, end));
+                planned.push(Planned {
+                    end,
+                    start,
+                    taken,
+                    extends,
+                });
+            }
             let evaluated: Vec<(Millis, Millis)> = planned
                 .iter()
-                .filter(|(_, _, taken)| taken.is_none())
-                .map(|(end, start, _)| (*end, *start))
+                .filter(|p| p.taken.is_none() && !p.extends)
+                .map(|p| (p.end, p.start))
                 .collect();
             let mut states = self.heads(key, &evaluated).into_iter();
-            for (i, &(end, start, taken)) in planned.iter().enumerate() {
-                let (state, kpis) = match taken {
-                    Some(row) => (rows[row].state.clone(), rows[row].kpis.clone()),
+            // The state of the previous end (row or not), which an extending end grows.
+            let mut previous: Option<(Millis, KpiState)> = None;
+            for (i, p) in planned.iter().enumerate() {
+                let Planned {
+                    end,
+                    start,
+                    taken,
+                    extends,
+                } = *p;
+                let (mut state, kpis) = match taken {
+                    Some(row) => (rows[row].state.clone(), Some(rows[row].kpis.clone())),
+                    None if extends => {
+                        // [start, e') ⊕ minutes [e', end): both in the hour of `end`.
+                        let Some((from, mut state)) = previous.take() else {
+                            continue;
+                        };
+                        self.merge_tier(key, Tier::Minute, from, end, &mut state);
+                        (state, None)
+                    }
                     None => {
                         let Some(head) = states.next() else { continue };
                         let state = match head {
@@ -1349,13 +1385,19 @@ impl KpiEngine {
                                 state
                             }
                         };
-                        if !has_row(&state) {
-                            continue;
-                        }
-                        let kpis = state.snapshot();
-                        (state, kpis)
+                        (state, None)
                     }
                 };
+                // Recounts a histogram that merges left stale once, for this row and
+                // every end that extends it.
+                state.prepare();
+                if planned.get(i + 1).is_some_and(|next| next.extends) {
+                    previous = Some((end, state.clone()));
+                }
+                if !has_row(&state) {
+                    continue;
+                }
+                let kpis = kpis.unwrap_or_else(|| state.snapshot());
                 if i < *corrections {
                     self.stats.corrections_emitted += 1;
                 }

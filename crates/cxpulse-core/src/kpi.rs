@@ -407,6 +407,7 @@ impl Mergeable for KpiState {
 
     fn prepare(&mut self) {
         self.customers.flush_pending();
+        self.customers.refresh_histogram();
     }
 
     fn footprint(&self) -> usize {

@@ -311,6 +311,19 @@ impl Hll {
         self.merge_normalized(&incoming);
     }
 
+    /// Recounts the register histogram if a merge left it stale, so that this sketch and
+    /// its clones estimate in `O(1)` instead of recounting at every estimate (copies the
+    /// registers first if they are shared). Never changes registers or the estimate.
+    pub fn refresh_histogram(&mut self) {
+        if let Repr::Dense(d) = &mut self.repr {
+            if d.stale {
+                let d = Arc::make_mut(d);
+                d.hist = count_histogram(&d.regs);
+                d.stale = false;
+            }
+        }
+    }
+
     /// `self` with its buffered inserts folded in (a copy only when needed).
     fn normalized(&self) -> std::borrow::Cow<'_, Hll> {
         if self.pending.is_empty() {
@@ -930,6 +943,49 @@ mod tests {
         // The registers, their histogram (52 two-byte counts) and its stale flag
         // (one byte, padded to the counts' alignment).
         assert_eq!(h.heap_bytes(), REGISTERS + 2 * HIST_LEN + 2);
+    }
+
+    #[test]
+    fn refresh_histogram_recounts_a_stale_one_without_touching_clones() {
+        let dense = |range: std::ops::Range<u64>| {
+            let mut h = Hll::new();
+            h.densify();
+            for i in range {
+                h.insert(&i.to_le_bytes());
+            }
+            h
+        };
+        // A large dense ← dense merge leaves the histogram stale.
+        let mut h = dense(0..5_000);
+        h.merge(&dense(5_000..40_000));
+        let Repr::Dense(d) = &h.repr else {
+            panic!("dense")
+        };
+        assert!(d.stale);
+        let before = h.estimate_f64();
+        let shared = h.clone();
+        h.refresh_histogram();
+        let Repr::Dense(d) = &h.repr else {
+            panic!("dense")
+        };
+        assert!(!d.stale);
+        assert_eq!(d.hist, count_histogram(&d.regs));
+        assert_eq!(h.estimate_f64(), before);
+        assert_eq!(h, shared);
+        // The clone kept its own (stale) registers: refreshing copied them.
+        let Repr::Dense(s) = &shared.repr else {
+            panic!("dense")
+        };
+        assert!(s.stale);
+        // Later sparse inserts keep the refreshed histogram exact.
+        for i in 40_000..40_500u64 {
+            h.insert(&i.to_le_bytes());
+        }
+        let Repr::Dense(d) = &h.repr else {
+            panic!("dense")
+        };
+        assert!(!d.stale);
+        assert_eq!(d.hist, count_histogram(&d.regs));
     }
 
     #[test]
