@@ -721,11 +721,12 @@ impl From<Option<&ResponseTimeTally>> for ResponseTimeSnapshot {
             return ResponseTimeSnapshot::default();
         };
         let n = t.n();
+        let [p50_ms, p90_ms, p99_ms] = t.sketch.quantiles([0.5, 0.9, 0.99]);
         ResponseTimeSnapshot {
             n,
-            p50_ms: t.sketch.quantile(0.5),
-            p90_ms: t.sketch.quantile(0.9),
-            p99_ms: t.sketch.quantile(0.99),
+            p50_ms,
+            p90_ms,
+            p99_ms,
             within_target: t.within_target,
             within_target_share: (n > 0).then(|| t.within_target as f64 / n as f64),
         }

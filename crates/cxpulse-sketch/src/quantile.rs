@@ -271,6 +271,47 @@ impl DurationSketch {
         self.max_estimate()
     }
 
+    /// [`quantile`](Self::quantile) of each of `qs` (any order), counting the sketch once
+    /// and walking its buckets once: the same values as `qs.map(|q| self.quantile(q))`.
+    pub fn quantiles<const N: usize>(&self, qs: [f64; N]) -> [Option<f64>; N] {
+        let n = self.count();
+        let mut out = [None; N];
+        if n == 0 {
+            return out;
+        }
+        // (rank, position in `qs`), ascending by rank.
+        let mut ranks: Vec<(u64, usize)> = Vec::with_capacity(N);
+        for (i, q) in qs.iter().enumerate() {
+            if q.is_nan() {
+                continue;
+            }
+            let rank = ((q.clamp(0.0, 1.0) * (n - 1) as f64).floor() as u64).min(n - 1);
+            if rank < self.zero_count {
+                out[i] = Some(0.0);
+            } else {
+                ranks.push((rank, i));
+            }
+        }
+        ranks.sort_unstable();
+        let mut next = ranks.iter().peekable();
+        let mut cumulative = self.zero_count;
+        for &(idx, c) in &self.buckets {
+            cumulative = cumulative.saturating_add(c);
+            while let Some(&&(rank, i)) = next.peek() {
+                if cumulative <= rank {
+                    break;
+                }
+                out[i] = Some(Self::bucket_representative(idx));
+                next.next();
+            }
+        }
+        // Only reachable through count saturation.
+        for &(_, i) in next {
+            out[i] = self.max_estimate();
+        }
+        out
+    }
+
     /// Estimate of the smallest recorded value (`0.0` if the zero bucket is
     /// non-empty), `None` when empty.
     pub fn min_estimate(&self) -> Option<f64> {

@@ -79,6 +79,16 @@ proptest! {
     }
 
     #[test]
+    fn quantiles_equal_quantile_of_each(
+        vals in values(),
+        qs in prop::array::uniform5(prop_oneof![4 => 0.0f64..=1.0, 1 => -1.0f64..2.0, 1 => Just(f64::NAN)]),
+    ) {
+        let s = sketch_of(&vals);
+        let each = qs.map(|q| s.quantile(q));
+        prop_assert_eq!(s.quantiles(qs), each);
+    }
+
+    #[test]
     fn merge_equals_sketch_of_concatenation(a in values(), b in values()) {
         let mut m = sketch_of(&a);
         m.merge(&sketch_of(&b));
