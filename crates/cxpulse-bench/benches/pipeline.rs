@@ -10,6 +10,7 @@ use std::time::Duration;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn pipeline(c: &mut Criterion) {
+    cxpulse::allocator::configure();
     let profile = Profile::large();
     let records = encoded_traffic(&profile);
     let mut group = c.benchmark_group("decode_aggregate");

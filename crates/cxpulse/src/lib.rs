@@ -3,6 +3,7 @@
 //! `main.rs` only parses the command line and calls [`run`]. Commands live in
 //! [`commands`]; the stream job (`run`), `migrate` and `generate` slot in there.
 
+pub mod allocator;
 pub mod board;
 pub mod cli;
 pub mod commands;

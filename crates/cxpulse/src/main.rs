@@ -10,6 +10,7 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    cxpulse::allocator::configure();
     let cli = cxpulse::cli::Cli::parse();
     match cxpulse::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

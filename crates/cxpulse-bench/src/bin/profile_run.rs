@@ -9,6 +9,7 @@ use cxpulse_bench::{encoded_traffic, engine_config, run, Cadence, Profile};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    cxpulse::allocator::configure();
     let mut args = std::env::args().skip(1);
     let mut profile = Profile::large();
     profile.events = args.next().and_then(|a| a.parse().ok()).unwrap_or(200_000);

@@ -20,6 +20,7 @@ use std::time::Instant;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    cxpulse::allocator::configure();
     let mut profile = Profile::large();
     let mut args = std::env::args().skip(1);
     if let Some(n) = args.next().and_then(|a| a.parse().ok()) {
