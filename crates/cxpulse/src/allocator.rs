@@ -27,7 +27,7 @@ pub fn configure() {
 /// The purge delay in force, in milliseconds.
 pub fn purge_delay_ms() -> i64 {
     // SAFETY: reads an option (an integer) by its index.
-    i64::from(unsafe { mi_option_get(PURGE_DELAY) })
+    unsafe { mi_option_get(PURGE_DELAY) as i64 }
 }
 
 #[cfg(test)]
