@@ -2,6 +2,7 @@
 //! decode → validate → aggregate loop as the stream job runs it (emitting windows and taking
 //! the changed panes at each flush).
 
+use cxpulse::commands::run::BATCH_ADVANCE_SPAN_MS;
 use cxpulse_avro::{Decoder, Encoder, RecordKind, SchemaRegistry};
 use cxpulse_core::window::{Tier, WindowSpec};
 use cxpulse_core::{CxEvent, EngineConfig, IngestOutcome, KpiEngine, Millis, ValidationPolicy};
@@ -110,10 +111,12 @@ pub struct RunSummary {
 /// sink, as `cxpulse run` does at each flush.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cadence {
-    /// As `cxpulse run` with its defaults flushes: once `batch_rows` rows wait for the sink
-    /// (`clickhouse.batch_rows`: survey responses for the voice-of-customer table and dead
-    /// letters) or at each tick (`clickhouse.batch_interval`, 1 s), counted as
-    /// `records_per_tick` records (the records of one second at the rate measured). The
+    /// As `cxpulse run` with its defaults advances: at each tick (`clickhouse.batch_interval`,
+    /// 1 s), counted as `records_per_tick` records (the records of one second at the rate
+    /// measured), and when `batch_rows` rows wait for the sink (`clickhouse.batch_rows`:
+    /// survey responses and dead letters) while the watermark is
+    /// [`cxpulse::commands::run::BATCH_ADVANCE_SPAN_MS`] or more ahead of the last emitted
+    /// end (otherwise such a batch is only written, which costs the engine nothing). The
     /// records are a backlog, all in Kafka when the run starts (catching up after an
     /// outage): processing time starts at the last arrival and runs one second per
     /// `records_per_tick` records.
@@ -198,7 +201,7 @@ pub fn run_on(
     // One reusable event per record kind: decoding allocates nothing once warm.
     let mut touchpoint = CxEvent::Touchpoint(empty_touchpoint());
     let mut survey = CxEvent::Survey(empty_survey());
-    // Rows waiting for the sink and records since the last flush.
+    // Rows waiting for the sink and records since the last advance.
     let (mut pending, mut since) = (0usize, 0usize);
     // Processing time when the `i`-th record (arriving at `arrival`) is read.
     let backlog_from = records.last().map_or(0, |r| r.arrival);
@@ -241,7 +244,16 @@ pub fn run_on(
             Cadence::Job {
                 batch_rows,
                 records_per_tick,
-            } => pending >= batch_rows || since >= records_per_tick,
+            } => {
+                // A full batch is written (nothing for the engine to do) and advances the
+                // windows only when they are far behind the watermark.
+                let batch = pending >= batch_rows;
+                if batch {
+                    pending = 0;
+                }
+                since >= records_per_tick
+                    || (batch && engine.unemitted_span(now) >= BATCH_ADVANCE_SPAN_MS)
+            }
             Cadence::EveryRecords(n) => since >= n,
         };
         if due {

@@ -1062,6 +1062,18 @@ impl KpiEngine {
         self.watermarks.advance(now)
     }
 
+    /// Event time that an [`advance`](Self::advance) at `now` would move the frontier by:
+    /// the watermark minus the last emitted end (`Millis::MAX` when nothing was emitted yet,
+    /// `0` without a watermark). A job that advances less often than it reads (during a
+    /// catch-up) bounds by it how many window ends one advance emits.
+    pub fn unemitted_span(&mut self, now: Millis) -> Millis {
+        match (self.watermarks.advance(now), self.frontier) {
+            (None, _) => 0,
+            (Some(_), None) => Millis::MAX,
+            (Some(w), Some(f)) => w.saturating_sub(f).max(0),
+        }
+    }
+
     /// [`KpiEngine::advance`], emitting no window that ends after `limit`: several engines
     /// (one per partition) advanced with the same limit emit the same window ends, so
     /// their rows can be summed.

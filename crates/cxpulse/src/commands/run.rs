@@ -79,6 +79,12 @@ impl CheckpointEnvelope {
     }
 }
 
+/// A full batch between ticks also advances the windows once the watermark is this much
+/// event time ahead of the last emitted end (see `docs/design.md`, "Flush"): during a
+/// catch-up of slow traffic, one second of records can span hours of event time, and the
+/// rows of one advance are held in memory until written.
+pub const BATCH_ADVANCE_SPAN_MS: Millis = 10 * 60_000;
+
 fn now_ms() -> Millis {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -305,8 +311,17 @@ impl Job {
                     match event.context("Kafka source")? {
                         SourceEvent::Records(batch) => {
                             self.process(batch);
+                            // A full batch is written at once; windows advance at the tick
+                            // (during a catch-up, advancing at every batch would re-emit
+                            // the same corrected windows several times a second), or with
+                            // the batch once they are far behind the watermark.
                             if self.pending.rows() >= self.settings.clickhouse.batch_rows {
-                                if let Err(e) = self.flush(false).await {
+                                let written = if self.windows_far_behind() {
+                                    self.flush(false).await
+                                } else {
+                                    self.write_batch().await
+                                };
+                                if let Err(e) = written {
                                     warn!(error = %format!("{e:#}"), "flush failed; consumption paused until ClickHouse is back");
                                     self.sink_down(stop, &mut backoff).await;
                                 }
@@ -507,6 +522,29 @@ impl Job {
             checkpoint_ms = (t3 - t2).as_millis() as u64,
             lag_ms = t3.elapsed().as_millis() as u64,
             "flush"
+        );
+        Ok(())
+    }
+
+    /// Some partition's watermark is [`BATCH_ADVANCE_SPAN_MS`] or more ahead of its last
+    /// emitted window end.
+    fn windows_far_behind(&mut self) -> bool {
+        let now = now_ms();
+        self.units
+            .values_mut()
+            .any(|u| u.engine.unemitted_span(now) >= BATCH_ADVANCE_SPAN_MS)
+    }
+
+    /// Writes what is pending (dead letters, responses, and windows and panes of the last
+    /// collect, if still pending) without advancing the engines: a full batch between ticks.
+    async fn write_batch(&mut self) -> Result<()> {
+        let started = Instant::now();
+        let rows = self.pending.rows();
+        self.write_pending().await?;
+        debug!(
+            rows,
+            write_ms = started.elapsed().as_millis() as u64,
+            "batch written"
         );
         Ok(())
     }
