@@ -105,6 +105,10 @@ pub struct RunSummary {
     pub panes: usize,
     /// Times the windows were emitted (`advance`).
     pub advances: usize,
+    /// Rows of the largest advance, and the bytes their states hold (`KpiState::approx_bytes`,
+    /// registers shared between rows counted once per row): what a sink holds at once.
+    pub largest_advance_rows: usize,
+    pub largest_advance_bytes: usize,
 }
 
 /// When the loop emits windows (`KpiEngine::advance`) and takes the changed panes for the
@@ -212,7 +216,12 @@ pub fn run_on(
         Cadence::EveryRecords(_) => arrival,
     };
     let flush = |engine: &mut KpiEngine, s: &mut RunSummary, now: Millis| {
-        s.rows += engine.advance(now).len();
+        let rows = engine.advance(now);
+        if rows.len() > s.largest_advance_rows {
+            s.largest_advance_rows = rows.len();
+            s.largest_advance_bytes = rows.iter().map(|r| r.state.approx_bytes()).sum();
+        }
+        s.rows += rows.len();
         s.panes += engine.take_changed_panes(0).len();
         s.advances += 1;
     };

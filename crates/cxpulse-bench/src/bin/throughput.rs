@@ -98,8 +98,15 @@ fn main() {
         let rate = records.len() as f64 / best;
         if let Some((s, stats)) = summary {
             println!(
-                "{windows} windows: {rate:>10.0} events/s  ({best:.3} s; accepted {}, dup {}, advances {}, rows {}, panes {}, series {})",
-                s.accepted, s.duplicates, s.advances, s.rows, s.panes, stats.series
+                "{windows} windows: {rate:>10.0} events/s  ({best:.3} s; accepted {}, dup {}, advances {}, rows {}, panes {}, series {}; largest advance {} rows, {:.0} MiB of states)",
+                s.accepted,
+                s.duplicates,
+                s.advances,
+                s.rows,
+                s.panes,
+                stats.series,
+                s.largest_advance_rows,
+                s.largest_advance_bytes as f64 / 1048576.0
             );
         }
         results.push((windows, rate));
