@@ -85,6 +85,11 @@ impl CheckpointEnvelope {
 /// rows of one advance are held in memory until written.
 pub const BATCH_ADVANCE_SPAN_MS: Millis = 10 * 60_000;
 
+/// Window rows converted and inserted at a time (at most `clickhouse.batch_rows`): a row of
+/// a long window holds up to 16,384 register pairs, 64 KiB, so this bounds the converted
+/// rows to about 320 MiB however many rows one advance emitted.
+const WINDOW_CHUNK_ROWS: usize = 5_000;
+
 fn now_ms() -> Millis {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -133,7 +138,9 @@ struct Unit {
 
 #[derive(Default)]
 struct Pending {
-    windows: Vec<WindowRow>,
+    /// Window rows as the engine emitted them, with their partition: converted to
+    /// ClickHouse rows (up to 16,384 register pairs each) one chunk at a time, when written.
+    windows: Vec<(i32, KpiRow)>,
     panes: Vec<PaneRow>,
     responses: Vec<SurveyRow>,
     dead: Vec<(SourceRecord, &'static str, String)>,
@@ -424,14 +431,15 @@ impl Job {
         let mut new_rows = false;
         for (p, unit) in &mut self.units {
             let rows = unit.engine.advance_until(now, limit);
-            for row in rows {
-                self.pending
-                    .windows
-                    .push(WindowRow::from_kpi_row(&row, *p, row.version)?);
+            let first = self.pending.windows.len();
+            self.pending
+                .windows
+                .extend(rows.into_iter().map(|row| (*p, row)));
+            for (_, row) in &self.pending.windows[first..] {
                 let key = (row.window.clone(), row.channel, row.segment.clone());
                 let per_partition = self.latest.entry(key).or_default();
                 if per_partition.get(p).is_none_or(|r| r.end <= row.end) {
-                    per_partition.insert(*p, row);
+                    per_partition.insert(*p, row.clone());
                 }
                 new_rows = true;
             }
@@ -573,9 +581,21 @@ impl Job {
         let chunk = self.settings.clickhouse.batch_rows.max(1);
         let pane_chunk = self.sink.config().max_pane_batch_rows;
         let (sink, metrics, pending) = (&self.sink, &*self.metrics, &self.pending);
-        let windows = write_in_chunks(metrics, "kpi_windows", &pending.windows, chunk, |rows| {
-            sink.write_windows(rows, "")
-        });
+        let window_chunk = chunk.min(WINDOW_CHUNK_ROWS);
+        let windows = async move {
+            for rows in pending.windows.chunks(window_chunk) {
+                let rows = rows
+                    .iter()
+                    .map(|(p, row)| WindowRow::from_kpi_row(row, *p, row.version))
+                    .collect::<Result<Vec<WindowRow>, _>>()
+                    .context("kpi_windows")?;
+                write_in_chunks(metrics, "kpi_windows", &rows, window_chunk, |rows| {
+                    sink.write_windows(rows, "")
+                })
+                .await?;
+            }
+            Ok::<(), anyhow::Error>(())
+        };
         let responses = write_in_chunks(
             metrics,
             "survey_responses",
