@@ -279,8 +279,10 @@ impl DurationSketch {
         if n == 0 {
             return out;
         }
-        // (rank, position in `qs`), ascending by rank.
-        let mut ranks: Vec<(u64, usize)> = Vec::with_capacity(N);
+        // (rank, position in `qs`) of the ranks beyond the zero bucket, ascending by rank
+        // (on the stack: a row's snapshot calls this twice).
+        let mut ranks = [(0u64, 0usize); N];
+        let mut len = 0;
         for (i, q) in qs.iter().enumerate() {
             if q.is_nan() {
                 continue;
@@ -289,9 +291,11 @@ impl DurationSketch {
             if rank < self.zero_count {
                 out[i] = Some(0.0);
             } else {
-                ranks.push((rank, i));
+                ranks[len] = (rank, i);
+                len += 1;
             }
         }
+        let ranks = &mut ranks[..len];
         ranks.sort_unstable();
         let mut next = ranks.iter().peekable();
         let mut cumulative = self.zero_count;

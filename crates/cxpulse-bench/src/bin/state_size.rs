@@ -4,8 +4,8 @@
 //!
 //! Streams generated events straight into the engine (default windows, incl. 28 d, and
 //! calendar days), advancing and taking the changed panes every 100,000 events
-//! (`ADVANCE_EVERY` overrides; the stream job does so at each flush: once a second, or when
-//! 50,000 rows wait for its sink), and prints the engine's pane counts, the
+//! (`ADVANCE_EVERY` overrides; the stream job does so once a second, see
+//! `cxpulse_bench::Cadence::JOB`), and prints the engine's pane counts, the
 //! approximate bytes held in panes, the heap the engine holds (live allocations counted by
 //! this binary's allocator, after the generator is dropped) and the process's resident
 //! memory (VmRSS/VmHWM, which include the generator's pending follow-up events).
@@ -75,7 +75,7 @@ fn main() {
     let days: i64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(29);
     // `--generator-only`: the same stream without an engine (what the generator itself holds).
     let generator_only = args.next().as_deref() == Some("--generator-only");
-    // Records between two `advance` calls (the stream job advances at each flush).
+    // Records between two `advance` calls (the stream job advances once a second).
     let advance_every: u64 = std::env::var("ADVANCE_EVERY")
         .ok()
         .and_then(|v| v.parse().ok())

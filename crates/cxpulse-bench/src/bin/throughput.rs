@@ -8,10 +8,11 @@
 //! each window holds its own panes (steady state); each run then starts from a copy of
 //! that engine.
 //!
-//! Windows are emitted as `cxpulse run` emits them with its default settings: at each flush,
-//! once 50,000 rows wait for the sink or once a second (counted as 1,000,000 records, one
-//! second at the target rate). `CADENCE=n` emits every `n` records instead (`CADENCE=10000`:
-//! every Kafka poll batch, the stress case of the earlier sessions).
+//! Windows are emitted as `cxpulse run` emits them with its default settings
+//! ([`Cadence::JOB`]): at each tick, once a second (counted as 1,000,000 records, one second
+//! at the target rate), and with a full batch of 50,000 rows for the sink once the watermark
+//! is 10 minutes ahead of the last emitted end. `CADENCE=n` emits every `n` records instead
+//! (`CADENCE=10000`: every Kafka poll batch, the stress case of the earlier sessions).
 use cxpulse_bench::{encoded_traffic, engine_config, run, run_on, with_history, Cadence, Profile};
 use std::time::Instant;
 

@@ -435,7 +435,9 @@ impl Job {
             self.pending
                 .windows
                 .extend(rows.into_iter().map(|row| (*p, row)));
-            for (_, row) in &self.pending.windows[first..] {
+            // Newest first: each key's latest row is cloned once (an advance emits a key's
+            // ends in ascending order, and no end twice).
+            for (_, row) in self.pending.windows[first..].iter().rev() {
                 let key = (row.window.clone(), row.channel, row.segment.clone());
                 let per_partition = self.latest.entry(key).or_default();
                 if per_partition.get(p).is_none_or(|r| r.end <= row.end) {
