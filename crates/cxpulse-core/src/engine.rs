@@ -561,6 +561,11 @@ struct PartitionState {
 }
 
 impl PartitionState {
+    /// The source's own watermark: its highest accepted event time − allowed lateness.
+    fn watermark(&self, kind: SourceKind, cfg: &EngineConfig) -> Option<Millis> {
+        self.max_time[kind as usize].map(|m| m.saturating_sub(cfg.allowed_lateness_ms))
+    }
+
     /// Events of `kind` before this are rejected: the source's own watermark − horizon.
     fn floor(&self, kind: SourceKind, cfg: &EngineConfig) -> Option<Millis> {
         self.max_time[kind as usize].map(|m| {
@@ -858,8 +863,7 @@ impl KpiEngine {
             .or_insert_with(|| PartitionState::new(grid, &self.cfg));
         // The source's own watermark decides, so replaying a partition always accepts the
         // same events.
-        let watermark =
-            state.max_time[kind as usize].map(|m| m.saturating_sub(self.cfg.allowed_lateness_ms));
+        let watermark = state.watermark(kind, &self.cfg);
         if let (Some(w), Some(floor)) = (watermark, state.floor(kind, &self.cfg)) {
             if t < floor {
                 self.stats.rejected_too_late += 1;
@@ -966,14 +970,14 @@ impl KpiEngine {
         }
         let max = &mut state.max_time[kind as usize];
         *max = Some(max.map_or(t, |m| m.max(t)));
-        if let Some(floor) = state.floor(SourceKind::Touchpoints, &self.cfg) {
+        if let Some(watermark) = state.watermark(SourceKind::Touchpoints, &self.cfg) {
             Self::finalize_follow_ups(
                 &self.cfg,
                 state,
                 self.grid,
                 self.frontier,
                 &mut self.dirty,
-                floor,
+                watermark,
             );
         }
         self.stats.accepted += 1;
@@ -1518,16 +1522,19 @@ impl KpiEngine {
         }
     }
 
-    /// Counts every detractor of `state` whose follow-up deadline lies behind `floor` (the
-    /// touchpoint source's acceptance floor: no outbound contact that could still close it
-    /// can be accepted any more, so the outcome no longer depends on arrival order).
+    /// Counts every detractor of `state` whose follow-up deadline lies behind `watermark`
+    /// (the touchpoint source's own watermark) as due, and as closed if a contact closed it
+    /// by now. The deadline then lies at or after the frontier (the job watermark does not
+    /// pass a source's own unless that source went idle), so falling due re-emits no window.
+    /// A closing contact accepted later (late, before the floor passes the deadline) still
+    /// counts: see `ingest`.
     fn finalize_follow_ups(
         cfg: &EngineConfig,
         state: &mut PartitionState,
         grid: TimeGrid,
         frontier: Option<Millis>,
         dirty: &mut FxHashMap<GroupKey, (Millis, Millis)>,
-        floor: Millis,
+        watermark: Millis,
     ) {
         let deadline = cfg.follow_up_deadline_ms;
         let mut writer = PaneWriter {
@@ -1538,7 +1545,7 @@ impl KpiEngine {
             dirty,
         };
         while let Some(Reverse((due, customer))) = state.deadlines.peek().copied() {
-            if due >= floor {
+            if due >= watermark {
                 break;
             }
             state.deadlines.pop();
@@ -1546,13 +1553,15 @@ impl KpiEngine {
                 continue;
             };
             for d in follow.detractors.iter_mut() {
-                if !d.finalized && d.at + deadline < floor {
+                if !d.finalized && d.at + deadline < watermark {
                     d.finalized = true;
-                    let closed = u64::from(d.closed);
-                    writer.apply(d.key, d.at + deadline, |s| {
-                        s.closed_loop.due += 1;
-                        s.closed_loop.closed += closed;
-                    });
+                    // Due and closed are one update each, whether the closing contact came
+                    // before this or comes later (late): versions do not depend on the
+                    // interleaving of the two sources.
+                    writer.apply(d.key, d.at + deadline, |s| s.closed_loop.due += 1);
+                    if d.closed {
+                        writer.apply(d.key, d.at + deadline, |s| s.closed_loop.closed += 1);
+                    }
                 }
             }
         }

@@ -1,5 +1,5 @@
-//! A checkpoint written by an older build restores in this one and goes on exactly as the
-//! uninterrupted engine of this build.
+//! A checkpoint written by an older build restores in this one and goes on to the same rows
+//! as the uninterrupted engine of this build.
 //!
 //! `tests/fixtures/checkpoint-format1.bin` is the checkpoint of checkpoint format 1 (every pane
 //! in full, settled cases named by their case id), written by the engine of commit `c9cb97c`
@@ -17,6 +17,7 @@ use cxpulse_core::{
     Amount, Channel, CxEvent, EngineConfig, KpiEngine, KpiRow, Millis, SurveyMetric,
     SurveyResponse, TouchpointEvent, TouchpointKind, DAY_MS, HOUR_MS, MINUTE_MS,
 };
+use std::collections::BTreeMap;
 
 /// 2024-05-01T00:00:00Z.
 const START: Millis = 19_844 * DAY_MS;
@@ -147,12 +148,12 @@ fn stream() -> Vec<(i32, CxEvent)> {
 }
 
 /// Feeds `records` (processing time `now` + 1, + 2, …), advancing every 100 records and at
-/// the end; returns every emitted row as text, and the last `now`.
+/// the end; returns every emitted row, and the last `now`.
 fn feed(
     engine: &mut KpiEngine,
     records: &[(i32, CxEvent)],
     first_now: Millis,
-) -> (Vec<String>, Millis) {
+) -> (Vec<KpiRow>, Millis) {
     let mut rows = Vec::new();
     let mut now = first_now;
     for (i, (partition, event)) in records.iter().enumerate() {
@@ -160,10 +161,31 @@ fn feed(
         engine.ingest(*partition, event, now);
         if i % 100 == 99 || i + 1 == records.len() {
             now += 1;
-            rows.extend(engine.advance(now).iter().map(row_text));
+            rows.extend(engine.advance(now));
         }
     }
     (rows, now)
+}
+
+/// A window of one group key: (window, start, end, channel, segment).
+type WindowKey = (String, Millis, Millis, String, String);
+
+/// The latest row of every window, as a sink that keeps the highest version holds them.
+fn latest(rows: Vec<KpiRow>) -> BTreeMap<WindowKey, KpiRow> {
+    let mut out: BTreeMap<WindowKey, KpiRow> = BTreeMap::new();
+    for row in rows {
+        let key = (
+            row.window.to_string(),
+            row.start,
+            row.end,
+            row.channel_label().to_string(),
+            row.segment_label().to_string(),
+        );
+        if out.get(&key).is_none_or(|r| r.version <= row.version) {
+            out.insert(key, row);
+        }
+    }
+    out
 }
 
 fn row_text(row: &KpiRow) -> String {
@@ -200,9 +222,42 @@ fn format_1_checkpoint_restores_and_continues_like_the_uninterrupted_engine() {
         "{} rows after the cut",
         expected.len()
     );
-    assert_eq!(got.len(), expected.len(), "rows emitted after the restore");
-    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
-        assert_eq!(g, e, "row {i} after the restore differs");
+    // The format-1 build counted a follow-up deadline as due once the touchpoint floor passed
+    // it, and a due, closed detractor as one update; this build counts it due at the
+    // touchpoint watermark, due and closed as one update each. So the restored engine counts
+    // the deadlines between the two as due after the cut, re-emitting the windows that hold
+    // them, and its versions of windows holding a closed one counted before the cut are
+    // lower, and those re-emitted carry a later watermark. What the windows hold ends the
+    // same.
+    assert!(
+        got.len() >= expected.len(),
+        "rows emitted after the restore"
+    );
+    let emitted_after: Vec<WindowKey> = latest(expected.clone()).into_keys().collect();
+    let expected = latest(rows_before.into_iter().chain(expected).collect());
+    let got = latest(got);
+    let missing = emitted_after
+        .iter()
+        .filter(|k| !got.contains_key(*k))
+        .count();
+    assert_eq!(missing, 0, "windows not emitted after the restore");
+    for (key, g) in &got {
+        let Some(e) = expected.get(key) else {
+            panic!("{key:?} emitted after the restore, never by the uninterrupted engine")
+        };
+        let without_version = |r: &KpiRow| {
+            let mut state = r.state.clone();
+            state.updates = 0;
+            (r.kpis.clone(), state)
+        };
+        assert_eq!(
+            without_version(g),
+            without_version(e),
+            "latest row of {key:?} after the restore:\n{}\n{}",
+            row_text(g),
+            row_text(e)
+        );
+        assert!(g.version <= e.version, "{key:?}");
     }
     let s = restored.stats();
     assert!(s.open_cases > 0, "the checkpoint held open cases");

@@ -2002,12 +2002,13 @@ fn kat_detractor_followed_up_in_time_or_not() {
     assert!(k.advance().is_empty()); // W = 09:58 (the survey source alone)
     k.ingest(&outbound("o1", "alice", at(10, 40))); // in [10:00, 11:00] → closes n1
     k.ingest(&outbound("o2", "bob", at(11, 10))); // after bob's deadline
-                                                  // Touchpoint wm 11:38, floor 11:08 > 11:00: both detractors are due now, at 11:00.
+                                                  // Touchpoint wm 11:38 > 11:00: both detractors are due now, at 11:00.
     k.ingest(&visit("v", at(11, 40), "dave"));
     k.ingest(&csat("s4", at(11, 40), "dave", 5)); // survey wm 11:38 → W = 11:38
     let rows = k.advance();
     // [10:01, 11:01) holds x = 11:00: due 2, closed 1 (alice), rate 0.5 — in the responses'
-    // series (web/retail), not the outbound contacts' (email); one update per detractor.
+    // series (web/retail), not the outbound contacts' (email); one update per due detractor
+    // and one per closed one.
     let row = must(&rows, "1h", at(11, 1), "web", "retail");
     assert_eq!(
         (
@@ -2015,7 +2016,7 @@ fn kat_detractor_followed_up_in_time_or_not() {
             row.kpis.closed_loop.closed,
             row.version
         ),
-        (2, 1, 2)
+        (2, 1, 3)
     );
     assert_eq!(row.kpis.closed_loop.rate, Some(0.5));
     // [10:00, 11:00) does not contain 11:00; it holds the 3 responses and o1.
@@ -2034,6 +2035,71 @@ fn kat_detractor_followed_up_in_time_or_not() {
         rejected(at(10, 50), at(11, 38))
     );
     assert!(k.advance().is_empty());
+}
+
+/// A detractor falls due as soon as the touchpoint watermark passes its deadline, before the
+/// windows that hold the deadline are emitted: falling due corrects nothing. A closing
+/// contact that arrives later, late but inside the horizon, corrects the rows holding the
+/// deadline (one more update), whatever the order of the two sources.
+#[test]
+fn kat_detractor_due_at_the_watermark_and_closed_by_a_late_contact() {
+    let mut k = Kat::new(); // follow-up deadline 60 min, lateness 2 min, horizon 30 min
+    k.ingest(&nps("n1", at(10, 0), "alice", 2)); // deadline 11:00
+    k.ingest(&visit("v1", at(10, 30), "dave"));
+    k.ingest(&csat("s1", at(10, 30), "dave", 4)); // W = 10:28
+    k.advance();
+    let corrections = k.engine.stats().corrections_emitted;
+    // Touchpoint wm 11:01 > 11:00: due now, not closed; floor 10:31.
+    k.ingest(&visit("v2", at(11, 3), "dave"));
+    k.ingest(&csat("s2", at(11, 3), "dave", 5)); // W = 11:01
+    let rows = k.advance();
+    let row = must(&rows, "1h", at(11, 1), "web", "retail");
+    assert_eq!(
+        (row.kpis.closed_loop.due, row.kpis.closed_loop.closed),
+        (1, 0)
+    );
+    // The deadline (11:00) was not behind the frontier (10:28) when it fell due.
+    assert_eq!(k.engine.stats().corrections_emitted, corrections);
+    let version = row.version;
+    // Alice's follow-up at 10:45 arrives now: late, but after the floor (10:31) → accepted,
+    // and it closes her detractor at 11:00.
+    assert_eq!(
+        k.ingest(&outbound("o1", "alice", at(10, 45))),
+        IngestOutcome::Accepted { late: true }
+    );
+    let rows = k.advance();
+    let row = must(&rows, "1h", at(11, 1), "web", "retail");
+    assert_eq!(
+        (
+            row.kpis.closed_loop.due,
+            row.kpis.closed_loop.closed,
+            row.version
+        ),
+        (1, 1, version + 1)
+    );
+    assert!(k.engine.stats().corrections_emitted > corrections);
+    // The same records with the contact first: the same row, the same version.
+    let mut first = Kat::new();
+    for ev in [
+        nps("n1", at(10, 0), "alice", 2),
+        visit("v1", at(10, 30), "dave"),
+        csat("s1", at(10, 30), "dave", 4),
+        outbound("o1", "alice", at(10, 45)),
+        visit("v2", at(11, 3), "dave"),
+        csat("s2", at(11, 3), "dave", 5),
+    ] {
+        first.ingest(&ev);
+    }
+    let rows = first.advance();
+    let same = must(&rows, "1h", at(11, 1), "web", "retail");
+    assert_eq!(
+        (
+            same.kpis.closed_loop.due,
+            same.kpis.closed_loop.closed,
+            same.version
+        ),
+        (1, 1, version + 1)
+    );
 }
 
 /// A detractor whose deadline already lies behind the touchpoint floor when it arrives (its

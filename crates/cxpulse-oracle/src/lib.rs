@@ -10,7 +10,7 @@
 //! 2. derives every contribution `(x, channel, segment, what)` from the *final* set of accepted
 //!    events: the events themselves, case first-response / resolution durations, closed-loop
 //!    dues (a detractor is due when its deadline lies behind its partition's final touchpoint
-//!    floor, closed when an accepted outbound contact of the customer lies in
+//!    watermark, closed when an accepted outbound contact of the customer lies in
 //!    `[t, t + follow_up_deadline]`);
 //! 3. sums the contributions of every window (rolling windows and calendar days) and grouping
 //!    set (channel, segment), (channel, all), (all, segment), (all, all) with plain loops.
@@ -28,8 +28,8 @@
 //! A row's `version` is the number of pane *updates* in its window (docs: "every
 //! contribution (and every retraction) is one update of the pane it lands in"). The oracle
 //! counts, per series: one update per accepted event (everything an event contributes at its
-//! own time `t` is one contribution), one per due detractor (due and closed together, at
-//! the deadline), and for cases one per added and one per retracted duration. Cases are
+//! own time `t` is one contribution), one per due detractor and one more if it is closed
+//! (both at the deadline, in whatever order the engine learnt them), and for cases one per added and one per retracted duration. Cases are
 //! replayed in the order of their partition's touchpoint source: after each accepted case
 //! event the case's first-response (resolution) contribution is recomputed from the case's
 //! events so far; when it changed (time, series, duration or target flag), the old one is
@@ -897,8 +897,9 @@ impl Oracle {
         }
 
         // Closed loop: every accepted NPS detractor whose deadline lies behind its partition's
-        // final touchpoint floor is due; closed when an accepted outbound contact of the same
-        // customer (same partition) lies in [t, deadline].
+        // final touchpoint watermark is due; closed when an accepted outbound contact of the
+        // same customer (same partition) lies in [t, deadline]. Due is one update, closed
+        // another, whatever came first.
         for &i in &accepted {
             let (p, CxEvent::Survey(r)) = &recs[i] else {
                 continue;
@@ -907,11 +908,11 @@ impl Oracle {
                 continue;
             }
             let deadline = r.submitted_at + cfg.follow_up_deadline_ms;
-            let floor_t = self
+            let watermark_t = self
                 .clocks
                 .get(&(*p, Source::Touchpoints))
-                .and_then(|c| c.floor);
-            if floor_t.is_none_or(|f| deadline >= f) {
+                .and_then(|c| c.watermark);
+            if watermark_t.is_none_or(|w| deadline >= w) {
                 continue;
             }
             let closed = accepted.iter().any(|&j| match &recs[j] {
@@ -923,6 +924,9 @@ impl Oracle {
                 }
                 _ => false,
             });
+            if closed {
+                updates.push((deadline, r.channel, label(i)));
+            }
             contributions.push(Contribution {
                 x: deadline,
                 partition: *p,
