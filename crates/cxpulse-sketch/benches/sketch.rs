@@ -137,6 +137,26 @@ fn bench_hll(c: &mut Criterion) {
     g.bench_function("estimate/dense_stale", |b| {
         b.iter(|| black_box(&union).estimate())
     });
+    // Freezing a pane: the compact encoding of a minute pane's sketch (a busy series, a
+    // dense sketch with about 3,000 registers set) and of a sparse one.
+    let busy = hll_with(3_500, 21);
+    g.bench_function("write_compact/dense_3500", |b| {
+        let mut out = Vec::with_capacity(8192);
+        b.iter(|| {
+            out.clear();
+            busy.write_compact(&mut out);
+            out.len()
+        })
+    });
+    let quiet = hll_with(600, 22);
+    g.bench_function("write_compact/sparse_600", |b| {
+        let mut out = Vec::with_capacity(2048);
+        b.iter(|| {
+            out.clear();
+            quiet.write_compact(&mut out);
+            out.len()
+        })
+    });
     g.bench_function("merge/dense_into_dense_unchanged", |b| {
         b.iter_batched_ref(
             || union.clone(),

@@ -63,6 +63,23 @@ fn mask(bits: u32) -> u64 {
     (1u64 << bits) - 1
 }
 
+/// `Σ rice_cost(x, k, esc, raw)` over `xs` (at most [`REGISTERS`] values of at most 38 bits
+/// each here, so the sum fits a `u32`), branch-free so that it vectorizes.
+fn rice_cost_sum(xs: &[u32], k: u32, esc: u32, raw: u32) -> u64 {
+    let sum: u32 = xs
+        .iter()
+        .map(|&x| {
+            let q = x >> k;
+            if q < esc {
+                q + 1 + k
+            } else {
+                esc + raw
+            }
+        })
+        .sum();
+    u64::from(sum)
+}
+
 fn rice_cost(x: u32, k: u32, esc: u32, raw: u32) -> u64 {
     let q = x >> k;
     u64::from(if q < esc { q + 1 + k } else { esc + raw })
@@ -180,28 +197,30 @@ pub(crate) fn write(pairs: &[(u16, u8)], out: &mut Vec<u8>) {
         return;
     }
     let r_min = pairs.iter().map(|p| p.1).min().unwrap_or(1);
-    let gaps = || {
-        let mut next = 0u32;
-        pairs.iter().map(move |&(i, _)| {
-            let gap = u32::from(i) - next;
-            next = u32::from(i) + 1;
-            gap
-        })
-    };
-    // The cheapest parameter and its cost in bits.
+    // The gaps once, so that each parameter's cost is a plain (vectorized) pass over them.
+    let mut gaps = Vec::with_capacity(pairs.len());
+    let mut next = 0u32;
+    for &(i, _) in pairs {
+        gaps.push(u32::from(i) - next);
+        next = u32::from(i) + 1;
+    }
+    // Rank offsets are below 64: their cost per parameter comes from their histogram.
+    let mut ranks = [0u32; 64];
+    for p in pairs {
+        ranks[usize::from(p.1 - r_min) & 63] += 1;
+    }
+    // The cheapest parameter and its cost in bits (the smallest parameter among equals).
     let best = |max_k: u32, cost: &dyn Fn(u32) -> u64| {
         (0..=max_k)
             .map(|k| (cost(k), k))
             .min()
             .map_or((0, 0), |(bits, k)| (k, bits))
     };
-    let (b, gap_bits) = best(MAX_GAP_K, &|k| {
-        gaps().map(|g| rice_cost(g, k, GAP_ESC, GAP_BITS)).sum()
-    });
+    let (b, gap_bits) = best(MAX_GAP_K, &|k| rice_cost_sum(&gaps, k, GAP_ESC, GAP_BITS));
     let (c, rank_bits) = best(MAX_RANK_K, &|k| {
-        pairs
-            .iter()
-            .map(|p| rice_cost(u32::from(p.1 - r_min), k, RANK_ESC, RANK_BITS))
+        (0u32..)
+            .zip(&ranks)
+            .map(|(x, &n)| u64::from(n) * rice_cost(x, k, RANK_ESC, RANK_BITS))
             .sum()
     });
     let rice_bytes = (gap_bits + rank_bits).div_ceil(8);
@@ -213,7 +232,7 @@ pub(crate) fn write(pairs: &[(u16, u8)], out: &mut Vec<u8>) {
         acc: 0,
         bits: 0,
     };
-    for (gap, &(_, rank)) in gaps().zip(pairs) {
+    for (&gap, &(_, rank)) in gaps.iter().zip(pairs) {
         w.rice(gap, b, GAP_ESC, GAP_BITS);
         w.rice(u32::from(rank - r_min), c, RANK_ESC, RANK_BITS);
     }
@@ -491,6 +510,71 @@ mod tests {
         assert_eq!(used, len);
         assert_eq!(got, pairs);
         out[1..1 + len].to_vec()
+    }
+
+    /// The Rice parameters `write` picks are the cheapest, the smallest among equals, as a
+    /// plain search over every parameter and register finds them.
+    #[test]
+    fn parameters_are_the_cheapest() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for &(n, spread) in &[
+            (3usize, 1u32),
+            (40, 3),
+            (700, 9),
+            (1600, 2),
+            (5000, 1),
+            (9000, 1),
+        ] {
+            let mut idx: Vec<u16> = (0..n).map(|_| (next() % 16384) as u16).collect();
+            idx.sort_unstable();
+            idx.dedup();
+            let pairs: Vec<(u16, u8)> = idx
+                .iter()
+                .map(|&i| (i, (1 + (next() % 51) as u32 / spread).min(51) as u8))
+                .collect();
+            let r_min = pairs.iter().map(|p| p.1).min().unwrap_or(1);
+            let mut gaps = Vec::new();
+            let mut prev = 0u32;
+            for &(i, _) in &pairs {
+                gaps.push(u32::from(i) - prev);
+                prev = u32::from(i) + 1;
+            }
+            let cheapest = |max_k: u32, cost: &dyn Fn(u32) -> u64| {
+                let mut best = (u64::MAX, 0);
+                for k in 0..=max_k {
+                    if cost(k) < best.0 {
+                        best = (cost(k), k);
+                    }
+                }
+                best.1
+            };
+            let b = cheapest(MAX_GAP_K, &|k| {
+                gaps.iter()
+                    .map(|&g| rice_cost(g, k, GAP_ESC, GAP_BITS))
+                    .sum()
+            });
+            let c = cheapest(MAX_RANK_K, &|k| {
+                pairs
+                    .iter()
+                    .map(|p| rice_cost(u32::from(p.1 - r_min), k, RANK_ESC, RANK_BITS))
+                    .sum()
+            });
+            let mut out = Vec::new();
+            write(&pairs, &mut out);
+            let (form, _) = parse(&out).expect("parses");
+            match form {
+                Compact::Rice { b: wb, c: wc, .. } => assert_eq!((wb, wc), (b, c), "{n} pairs"),
+                Compact::Nibbles(_) => assert!(pairs.len() > REGISTERS / 2, "{n} pairs"),
+                Compact::Empty => panic!("{n} pairs written empty"),
+            }
+            round_trip(&pairs);
+        }
     }
 
     #[test]
