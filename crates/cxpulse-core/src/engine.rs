@@ -568,10 +568,8 @@ impl PartitionState {
 
     /// Events of `kind` before this are rejected: the source's own watermark − horizon.
     fn floor(&self, kind: SourceKind, cfg: &EngineConfig) -> Option<Millis> {
-        self.max_time[kind as usize].map(|m| {
-            m.saturating_sub(cfg.allowed_lateness_ms)
-                .saturating_sub(cfg.correction_horizon_ms)
-        })
+        self.watermark(kind, cfg)
+            .map(|w| w.saturating_sub(cfg.correction_horizon_ms))
     }
 
     fn new(grid: TimeGrid, cfg: &EngineConfig) -> Self {

@@ -29,11 +29,11 @@
 //! contribution (and every retraction) is one update of the pane it lands in"). The oracle
 //! counts, per series: one update per accepted event (everything an event contributes at its
 //! own time `t` is one contribution), one per due detractor and one more if it is closed
-//! (both at the deadline, in whatever order the engine learnt them), and for cases one per added and one per retracted duration. Cases are
-//! replayed in the order of their partition's touchpoint source: after each accepted case
-//! event the case's first-response (resolution) contribution is recomputed from the case's
-//! events so far; when it changed (time, series, duration or target flag), the old one is
-//! retracted and the new one added. This count is [`KpiParts::updates`].
+//! (both at the deadline, in whatever order the engine learnt them), and for cases one per
+//! added and one per retracted duration. Cases are replayed in the order of their
+//! partition's touchpoint source: after each accepted case event the case's first-response
+//! (resolution) contribution is recomputed from the case's events so far; when it changed
+//! (time, series, duration or target flag), the old one is retracted and the new one added. This count is [`KpiParts::updates`].
 //!
 //! ## What the caller describes
 //! [`Input`] is the list of records in the order the engine received them (partition,

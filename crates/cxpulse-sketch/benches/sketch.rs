@@ -139,24 +139,19 @@ fn bench_hll(c: &mut Criterion) {
     });
     // Freezing a pane: the compact encoding of a minute pane's sketch (a busy series, a
     // dense sketch with about 3,000 registers set) and of a sparse one.
-    let busy = hll_with(3_500, 21);
-    g.bench_function("write_compact/dense_3500", |b| {
-        let mut out = Vec::with_capacity(8192);
-        b.iter(|| {
-            out.clear();
-            busy.write_compact(&mut out);
-            out.len()
-        })
-    });
-    let quiet = hll_with(600, 22);
-    g.bench_function("write_compact/sparse_600", |b| {
-        let mut out = Vec::with_capacity(2048);
-        b.iter(|| {
-            out.clear();
-            quiet.write_compact(&mut out);
-            out.len()
-        })
-    });
+    for (name, sketch) in [
+        ("write_compact/dense_3500", hll_with(3_500, 21)),
+        ("write_compact/sparse_600", hll_with(600, 22)),
+    ] {
+        g.bench_function(name, |b| {
+            let mut out = Vec::with_capacity(8192);
+            b.iter(|| {
+                out.clear();
+                sketch.write_compact(&mut out);
+                out.len()
+            })
+        });
+    }
     g.bench_function("merge/dense_into_dense_unchanged", |b| {
         b.iter_batched_ref(
             || union.clone(),

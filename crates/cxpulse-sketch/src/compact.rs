@@ -66,23 +66,22 @@ fn mask(bits: u32) -> u64 {
 /// `Σ rice_cost(x, k, esc, raw)` over `xs` (at most [`REGISTERS`] values of at most 38 bits
 /// each here, so the sum fits a `u32`), branch-free so that it vectorizes.
 fn rice_cost_sum(xs: &[u32], k: u32, esc: u32, raw: u32) -> u64 {
-    let sum: u32 = xs
-        .iter()
-        .map(|&x| {
-            let q = x >> k;
-            if q < esc {
-                q + 1 + k
-            } else {
-                esc + raw
-            }
-        })
-        .sum();
+    let sum: u32 = xs.iter().map(|&x| rice_bits(x, k, esc, raw)).sum();
     u64::from(sum)
 }
 
 fn rice_cost(x: u32, k: u32, esc: u32, raw: u32) -> u64 {
+    u64::from(rice_bits(x, k, esc, raw))
+}
+
+#[inline]
+fn rice_bits(x: u32, k: u32, esc: u32, raw: u32) -> u32 {
     let q = x >> k;
-    u64::from(if q < esc { q + 1 + k } else { esc + raw })
+    if q < esc {
+        q + 1 + k
+    } else {
+        esc + raw
+    }
 }
 
 struct BitWriter {

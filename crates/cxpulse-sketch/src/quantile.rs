@@ -248,31 +248,12 @@ impl DurationSketch {
     /// `None` when the sketch is empty or `q` is NaN; `q` outside `[0, 1]` is
     /// clamped.
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        if q.is_nan() {
-            return None;
-        }
-        let n = self.count();
-        if n == 0 {
-            return None;
-        }
-        let q = q.clamp(0.0, 1.0);
-        let rank = ((q * (n - 1) as f64).floor() as u64).min(n - 1);
-        if rank < self.zero_count {
-            return Some(0.0);
-        }
-        let mut cumulative = self.zero_count;
-        for &(idx, c) in &self.buckets {
-            cumulative = cumulative.saturating_add(c);
-            if cumulative > rank {
-                return Some(Self::bucket_representative(idx));
-            }
-        }
-        // Only reachable through count saturation.
-        self.max_estimate()
+        let [value] = self.quantiles([q]);
+        value
     }
 
     /// [`quantile`](Self::quantile) of each of `qs` (any order), counting the sketch once
-    /// and walking its buckets once: the same values as `qs.map(|q| self.quantile(q))`.
+    /// and walking its buckets once.
     pub fn quantiles<const N: usize>(&self, qs: [f64; N]) -> [Option<f64>; N] {
         let n = self.count();
         let mut out = [None; N];
