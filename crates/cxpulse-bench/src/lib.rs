@@ -154,9 +154,19 @@ pub fn run(
     )
 }
 
+/// How often [`with_history`] advances. The job advances every second; the history emits
+/// only the last end of each window, and every ten minutes keeps its build short while
+/// each advance still freezes and forgets what lies behind it. (Every 6 h, as before,
+/// left the panes written since the previous advance flagged for the sink, hence hot: the
+/// first measured advance froze two hours of panes at once, two thirds of its freezing.)
+pub const HISTORY_ADVANCE_MS: Millis = 10 * MINUTE_MS;
+
 /// An engine that has seen `days` of history before `profile`'s start, at
 /// `events_per_second` (same segments, another seed, nothing late or repeated), advanced
-/// every 6 h of event time. So every window holds its own panes, as in steady state.
+/// every [`HISTORY_ADVANCE_MS`] of event time, its changed panes taken after each advance
+/// as the job's sink takes them. So every window holds its own panes, and the panes and the
+/// cases, follow-ups and bodies behind the frontier are frozen, expired and dropped as in
+/// steady state (not left for the measured run to do).
 pub fn with_history(
     profile: &Profile,
     cfg: EngineConfig,
@@ -176,7 +186,7 @@ pub fn with_history(
         duplicate_share: 0.0,
         ..generator_config(&history)
     };
-    let mut next_advance = history.start + 6 * HOUR_MS;
+    let mut next_advance = history.start + HISTORY_ADVANCE_MS;
     for d in Generator::new(gen_cfg).expect("valid generator config") {
         if d.event.event_time() >= profile.start || d.arrival >= profile.start {
             break;
@@ -185,7 +195,7 @@ pub fn with_history(
         if d.arrival >= next_advance {
             engine.advance(d.arrival);
             engine.take_changed_panes(0);
-            next_advance += 6 * HOUR_MS;
+            next_advance += HISTORY_ADVANCE_MS;
         }
     }
     engine.advance(profile.start);
