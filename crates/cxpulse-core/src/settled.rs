@@ -7,6 +7,11 @@
 //! 24-byte entries searched by bisection. The recent table is merged into the run once it
 //! holds an eighth of it (each tombstone is copied a handful of times in all), and expired
 //! entries leave the run at that merge; until then they are hidden by the expiry bound.
+//!
+//! Every new case looks its id up here, and a week of tombstones is millions of entries: a
+//! bisection of the whole run is some twenty dependent cache misses. Hashes are uniform, so
+//! the run carries a bucket index by the hash's top bits (half a byte per entry): a lookup
+//! reads one index slot and bisects a bucket of about eight entries.
 use crate::events::Millis;
 use rustc_hash::FxHashMap;
 
@@ -18,11 +23,11 @@ struct Tombstone {
     open_at: Millis,
 }
 
-fn words(hash: u128) -> [u64; 2] {
+pub(crate) fn words(hash: u128) -> [u64; 2] {
     [(hash >> 64) as u64, hash as u64]
 }
 
-fn join(words: [u64; 2]) -> u128 {
+pub(crate) fn join(words: [u64; 2]) -> u128 {
     (u128::from(words[0]) << 64) | u128::from(words[1])
 }
 
@@ -37,7 +42,16 @@ pub(crate) struct SettledCases {
     run: Vec<Tombstone>,
     /// Entries opened before this have expired (the expiry bound of the last [`Self::expire`]).
     min_open: Millis,
+    /// `index[b]` is the position in `run` of the first hash whose top `index_bits` bits are
+    /// at least `b` (`2^index_bits + 1` slots); empty while the run is small.
+    index: Vec<u32>,
+    index_bits: u32,
 }
+
+/// Runs shorter than this are bisected whole.
+const INDEXED_FROM: usize = 64;
+/// Entries per index bucket, on average.
+const BUCKET: usize = 8;
 
 impl SettledCases {
     pub(crate) fn new() -> Self {
@@ -55,7 +69,7 @@ impl SettledCases {
             return;
         }
         let key = words(hash);
-        if let Ok(i) = self.run.binary_search_by(|t| t.hash.cmp(&key)) {
+        if let Ok(i) = self.find(&key) {
             let t = &mut self.run[i];
             t.open_at = if t.open_at < self.min_open {
                 open_at
@@ -74,9 +88,47 @@ impl SettledCases {
         if self.recent.contains_key(&key) {
             return true;
         }
-        self.run
-            .binary_search_by(|t| t.hash.cmp(&key))
+        self.find(&key)
             .is_ok_and(|i| self.run[i].open_at >= self.min_open)
+    }
+
+    /// Bisects the bucket of `key` in the run: `Ok` with its position, or `Err` with where
+    /// it would go.
+    fn find(&self, key: &[u64; 2]) -> Result<usize, usize> {
+        let (lo, hi) = match self.index_bits {
+            0 => (0, self.run.len()),
+            bits => {
+                let b = (key[0] >> (64 - bits)) as usize;
+                (self.index[b] as usize, self.index[b + 1] as usize)
+            }
+        };
+        self.run[lo..hi]
+            .binary_search_by(|t| t.hash.cmp(key))
+            .map(|i| lo + i)
+            .map_err(|i| lo + i)
+    }
+
+    /// Rebuilds the bucket index after the run changed.
+    fn index_run(&mut self) {
+        self.index.clear();
+        self.index_bits = 0;
+        let n = self.run.len();
+        if n < INDEXED_FROM {
+            self.index.shrink_to_fit();
+            return;
+        }
+        let bits = (n / BUCKET).ilog2();
+        let buckets = 1usize << bits;
+        self.index.reserve_exact(buckets + 1);
+        let mut pos = 0;
+        for b in 0..buckets {
+            while pos < n && ((self.run[pos].hash[0] >> (64 - bits)) as usize) < b {
+                pos += 1;
+            }
+            self.index.push(pos as u32);
+        }
+        self.index.push(n as u32);
+        self.index_bits = bits;
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -135,6 +187,7 @@ impl SettledCases {
         if self.run.capacity() > self.run.len() + self.run.len() / 4 + RUN_SLACK {
             self.run.shrink_to_fit();
         }
+        self.index_run();
     }
 
     /// The live settled cases: (id hash, open time).
@@ -155,6 +208,7 @@ impl SettledCases {
     pub(crate) fn heap_bytes(&self) -> usize {
         self.recent.capacity() * (std::mem::size_of::<([u64; 2], Millis)>() + 1)
             + self.run.capacity() * std::mem::size_of::<Tombstone>()
+            + self.index.capacity() * std::mem::size_of::<u32>()
     }
 }
 
@@ -260,6 +314,9 @@ mod tests {
         set.expire(0);
         assert!(set.recent.is_empty(), "the first expiry merges");
         assert_eq!(set.run.len(), 20_000);
+        // A run this long is indexed: about eight entries per bucket.
+        assert_eq!(set.index_bits, (20_000 / BUCKET).ilog2());
+        assert!((1..=20_000u128).step_by(97).all(|i| set.contains(i * 7919)));
         assert!(set.run.capacity() <= 20_000 + 20_000 / 4 + RUN_SLACK);
         // Fewer than an eighth of the run: no merge yet.
         for i in 0..2_000u128 {
