@@ -22,9 +22,10 @@ use crate::events::{
     Channel, CxEvent, Millis, SurveyMetric, TouchpointEvent, TouchpointKind, DAY_MS, HOUR_MS,
     MINUTE_MS,
 };
+use crate::expiry::ExpiryQueue;
 use crate::kpi::{KpiSnapshot, KpiState, NpsGroup};
 use crate::segments::{SegmentGuard, SegmentId, ALL_LABEL};
-use crate::settled::SettledCases;
+use crate::settled::{join, words, SettledCases};
 use crate::watermark::{PartitionId, WatermarkTracker};
 use crate::window::{
     Mergeable, PaneRef, PaneStore, Retention, SeriesId, Tier, TimeGrid, WindowConfigError,
@@ -32,8 +33,7 @@ use crate::window::{
 };
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Serialize, Serializer};
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -436,6 +436,13 @@ impl AgedCase {
         self.open_at + cfg.case_ttl_ms < floor
     }
 
+    /// The earliest time the floor must pass for the case to expire or settle: it is
+    /// expired or settled exactly when this lies before the floor.
+    fn due(&self, cfg: &EngineConfig) -> Millis {
+        let settles = self.first_reply.max(self.first_resolution);
+        self.open_at.saturating_add(cfg.case_ttl_ms).min(settles)
+    }
+
     /// True when its first reply and first resolution both lie behind the floor: nothing
     /// acceptable can change it any more ([`CaseState::is_final`] for an open behind the
     /// floor that has not expired).
@@ -455,6 +462,74 @@ impl AgedCase {
                 resolutions: Self::get(aged.first_resolution).into_iter().collect(),
             },
         )
+    }
+}
+
+/// The aged cases of a partition by id hash, each queued under its [`AgedCase::due`] time,
+/// so that an eviction looks only at the cases that settle or expire (not at a week of them).
+#[derive(Clone, Debug, Default)]
+struct AgedCases {
+    cases: FxHashMap<u128, AgedCase>,
+    due: ExpiryQueue<[u64; 2]>,
+}
+
+/// A case's first response and resolution (what it contributes).
+type CaseDurations = (Option<TimedDuration>, Option<TimedDuration>);
+
+impl AgedCases {
+    fn insert(&mut self, hash: u128, aged: AgedCase, cfg: &EngineConfig) {
+        self.due.push(aged.due(cfg), words(hash));
+        self.cases.insert(hash, aged);
+    }
+
+    /// Records an accepted event at `t` of the case with id hash `hash`, if that case is
+    /// aged: its contributions before and after.
+    fn record(
+        &mut self,
+        hash: u128,
+        kind: TouchpointKind,
+        t: Millis,
+        cfg: &EngineConfig,
+    ) -> Option<(CaseDurations, CaseDurations)> {
+        let aged = self.cases.get_mut(&hash)?;
+        let (due, before) = (
+            aged.due(cfg),
+            (aged.first_response(cfg), aged.resolution(cfg)),
+        );
+        aged.record(kind, t);
+        if aged.due(cfg) < due {
+            self.due.push(aged.due(cfg), words(hash));
+        }
+        Some((before, (aged.first_response(cfg), aged.resolution(cfg))))
+    }
+
+    /// Removes every case that the floor made expired or settled, handing each to `left`
+    /// with its hash and whether it settled (else it expired).
+    fn forget(
+        &mut self,
+        floor: Millis,
+        cfg: &EngineConfig,
+        mut left: impl FnMut(u128, &AgedCase, bool),
+    ) {
+        while let Some((_, hash)) = self.due.pop_before(floor) {
+            let hash = join(hash);
+            let Some(aged) = self.cases.get(&hash) else {
+                continue;
+            };
+            let expired = aged.is_expired(floor, cfg);
+            if expired || aged.is_settled(floor) {
+                left(hash, aged, !expired);
+                self.cases.remove(&hash);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.cases.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.cases.is_empty()
     }
 }
 
@@ -554,10 +629,16 @@ struct PartitionState {
     /// instead of the case's strings and lists.
     settled_cases: SettledCases,
     /// Unsettled cases whose open lies behind the touchpoint floor, by case id hash.
-    aged_cases: FxHashMap<u128, AgedCase>,
+    aged_cases: AgedCases,
     follow_ups: FxHashMap<u64, FollowUps>,
     /// Pending follow-up deadlines: (deadline, customer hash).
-    deadlines: BinaryHeap<Reverse<(Millis, u64)>>,
+    deadlines: ExpiryQueue<u64>,
+    /// Customers by the time of each outbound contact: forgotten once the survey floor
+    /// passes it (no detractor it could close can still come).
+    outbound_due: ExpiryQueue<u64>,
+    /// Customers by the deadline of each detractor that fell due: forgotten once the
+    /// touchpoint floor passes it (no closing contact can still come).
+    detractors_due: ExpiryQueue<u64>,
 }
 
 impl PartitionState {
@@ -582,9 +663,11 @@ impl PartitionState {
             max_time: [None, None],
             cases: FxHashMap::default(),
             settled_cases: SettledCases::new(),
-            aged_cases: FxHashMap::default(),
+            aged_cases: AgedCases::default(),
             follow_ups: FxHashMap::default(),
-            deadlines: BinaryHeap::new(),
+            deadlines: ExpiryQueue::default(),
+            outbound_due: ExpiryQueue::default(),
+            detractors_due: ExpiryQueue::default(),
         }
     }
 }
@@ -926,6 +1009,7 @@ impl KpiEngine {
                         let follow = state.follow_ups.entry(customer).or_default();
                         let pos = follow.outbound.partition_point(|x| *x <= t);
                         follow.outbound.insert(pos, t);
+                        state.outbound_due.push(t, customer);
                         let deadline = self.cfg.follow_up_deadline_ms;
                         for d in follow.detractors.iter_mut() {
                             if !d.closed && d.at <= t && t <= d.at + deadline {
@@ -962,7 +1046,7 @@ impl KpiEngine {
                         closed,
                         finalized: false,
                     });
-                    state.deadlines.push(Reverse((t + deadline, customer)));
+                    state.deadlines.push(t + deadline, customer);
                 }
             }
         }
@@ -991,7 +1075,7 @@ impl KpiEngine {
         cfg: &EngineConfig,
         cases: &mut FxHashMap<Box<str>, CaseState>,
         settled_cases: &SettledCases,
-        aged_cases: &mut FxHashMap<u128, AgedCase>,
+        aged_cases: &mut AgedCases,
         writer: &mut PaneWriter<'_>,
         e: &TouchpointEvent,
         key: (Channel, SegmentId),
@@ -1008,11 +1092,11 @@ impl KpiEngine {
                     if settled_cases.contains(hash) {
                         return;
                     }
-                    if let Some(aged) = aged_cases.get_mut(&hash) {
-                        let before = (aged.first_response(cfg), aged.resolution(cfg));
-                        aged.record(e.kind, e.occurred_at);
-                        writer.replace_duration(before.0, aged.first_response(cfg), true);
-                        writer.replace_duration(before.1, aged.resolution(cfg), false);
+                    if let Some((before, after)) =
+                        aged_cases.record(hash, e.kind, e.occurred_at, cfg)
+                    {
+                        writer.replace_duration(before.0, after.0, true);
+                        writer.replace_duration(before.1, after.1, false);
                         return;
                     }
                 }
@@ -1542,17 +1626,14 @@ impl KpiEngine {
             frontier,
             dirty,
         };
-        while let Some(Reverse((due, customer))) = state.deadlines.peek().copied() {
-            if due >= watermark {
-                break;
-            }
-            state.deadlines.pop();
+        while let Some((_, customer)) = state.deadlines.pop_before(watermark) {
             let Some(follow) = state.follow_ups.get_mut(&customer) else {
                 continue;
             };
             for d in follow.detractors.iter_mut() {
                 if !d.finalized && d.at + deadline < watermark {
                     d.finalized = true;
+                    state.detractors_due.push(d.at + deadline, customer);
                     // Due and closed are one update each, whether the closing contact came
                     // before this or comes later (late): versions do not depend on the
                     // interleaving of the two sources.
@@ -1616,18 +1697,12 @@ impl KpiEngine {
             state.settled_cases.expire(floor.saturating_sub(ttl));
             let settled_cases = &mut state.settled_cases;
             let aged_cases = &mut state.aged_cases;
-            aged_cases.retain(|hash, aged| {
-                if aged.is_expired(floor, cfg) {
-                    if aged.first_response(cfg).is_none() {
-                        expired_unanswered += 1;
-                    }
-                    return false;
+            aged_cases.forget(floor, cfg, |hash, aged, settled| {
+                if settled {
+                    settled_cases.insert(hash, aged.open_at);
+                } else if aged.first_response(cfg).is_none() {
+                    expired_unanswered += 1;
                 }
-                if aged.is_settled(floor) {
-                    settled_cases.insert(*hash, aged.open_at);
-                    return false;
-                }
-                true
             });
             state.cases.retain(|id, case| {
                 if case.is_expired(floor, cfg) {
@@ -1646,17 +1721,29 @@ impl KpiEngine {
                 }
                 // Its open can no longer change: keep only what can (see `AgedCase`).
                 if let Some(aged) = AgedCase::of(case).filter(|a| a.open_at < floor) {
-                    aged_cases.insert(id_hash(id), aged);
+                    aged_cases.insert(id_hash(id), aged, cfg);
                     return false;
                 }
                 true
             });
-            state.follow_ups.retain(|_, f| {
+            let follow_ups = &mut state.follow_ups;
+            let mut forget = |customer: u64| {
+                let Some(f) = follow_ups.get_mut(&customer) else {
+                    return;
+                };
                 f.outbound.retain(|t| *t >= outbound_floor);
                 f.detractors
                     .retain(|d| !(d.finalized && d.at + deadline < floor));
-                !(f.outbound.is_empty() && f.detractors.is_empty())
-            });
+                if f.outbound.is_empty() && f.detractors.is_empty() {
+                    follow_ups.remove(&customer);
+                }
+            };
+            while let Some((_, customer)) = state.outbound_due.pop_before(outbound_floor) {
+                forget(customer);
+            }
+            while let Some((_, customer)) = state.detractors_due.pop_before(floor) {
+                forget(customer);
+            }
         }
         self.stats.cases_expired_unanswered += expired_unanswered;
     }
@@ -1770,7 +1857,8 @@ impl KpiEngine {
             }
             b.cases += p.cases.capacity() * (size_of::<(Box<str>, CaseState)>() + 1)
                 + p.settled_cases.heap_bytes()
-                + p.aged_cases.capacity() * (size_of::<(u128, AgedCase)>() + 1);
+                + p.aged_cases.cases.capacity() * (size_of::<(u128, AgedCase)>() + 1)
+                + p.aged_cases.due.heap_bytes();
             for (id, case) in &p.cases {
                 b.cases += block(id.len())
                     + block(case.replies.capacity() * 8)
@@ -1778,7 +1866,9 @@ impl KpiEngine {
                     + case.open.as_ref().map_or(0, |o| block(o.event_id.len()));
             }
             b.follow_ups += p.follow_ups.capacity() * (size_of::<(u64, FollowUps)>() + 1)
-                + p.deadlines.capacity() * size_of::<(Millis, u64)>();
+                + p.deadlines.heap_bytes()
+                + p.outbound_due.heap_bytes()
+                + p.detractors_due.heap_bytes();
             for f in p.follow_ups.values() {
                 b.follow_ups += block(f.outbound.capacity() * 8)
                     + block(f.detractors.capacity() * size_of::<Detractor>());
@@ -1928,12 +2018,13 @@ impl KpiEngine {
                         )
                         .chain(
                             p.aged_cases
+                                .cases
                                 .iter()
                                 .map(|(hash, aged)| AgedCase::entry(*hash, aged)),
                         )
                         .collect(),
                     follow_ups: p.follow_ups.iter().map(|(c, f)| (*c, f.clone())).collect(),
-                    deadlines: p.deadlines.iter().map(|Reverse(d)| *d).collect(),
+                    deadlines: p.deadlines.iter().collect(),
                 })
                 .collect(),
         };
@@ -1992,7 +2083,7 @@ impl KpiEngine {
                     if let Some(hash) = hashed(3)? {
                         let aged = AgedCase::of(&c)
                             .ok_or_else(|| CheckpointError::HashedCase(id.clone()))?;
-                        state.aged_cases.insert(hash, aged);
+                        state.aged_cases.insert(hash, aged, &engine.cfg);
                     } else {
                         state.cases.insert(id.into_boxed_str(), c);
                     }
@@ -2004,7 +2095,18 @@ impl KpiEngine {
                 }
             }
             state.follow_ups = p.follow_ups.into_iter().collect();
-            state.deadlines = p.deadlines.into_iter().map(Reverse).collect();
+            state.deadlines = p.deadlines.into_iter().collect();
+            // The forgetting queues are derived: every outbound contact, every detractor
+            // that fell due (the others are under `deadlines`).
+            let deadline = engine.cfg.follow_up_deadline_ms;
+            for (customer, f) in &state.follow_ups {
+                for t in &f.outbound {
+                    state.outbound_due.push(*t, *customer);
+                }
+                for d in f.detractors.iter().filter(|d| d.finalized) {
+                    state.detractors_due.push(d.at + deadline, *customer);
+                }
+            }
             engine.partitions.insert(p.partition, state);
         }
         Ok(engine)

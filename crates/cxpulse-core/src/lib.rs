@@ -7,6 +7,7 @@
 
 pub mod engine;
 pub mod events;
+mod expiry;
 pub mod kpi;
 pub mod segments;
 mod settled;

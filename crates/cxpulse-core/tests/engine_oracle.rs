@@ -2090,6 +2090,76 @@ fn kat_detractor_due_at_the_watermark_and_closed_by_a_late_contact() {
     assert_eq!(deadline_row(&first.advance()), (1, 1, version + 1));
 }
 
+/// What a partition keeps for joins is forgotten exactly when its floor passes it: an
+/// outbound contact once the survey floor passes it, a due detractor once the touchpoint
+/// floor passes its deadline, an aged case once the floor passes its open + TTL (counted
+/// when it was never answered). The engine looks only at what the floor passed (queues, not
+/// sweeps), so these check that each queue holds every entry.
+#[test]
+fn kat_state_is_forgotten_once_the_floor_passes_it() {
+    let mut k = Kat::new(); // lateness 2 min, horizon 30 min, case TTL 3 h, follow-up 60 min
+    let case = |id: &str, t: Millis, kind: TouchpointKind, case_id: &str| {
+        touch(
+            id,
+            t,
+            "c1",
+            "smb",
+            Channel::Phone,
+            kind,
+            Some(case_id),
+            None,
+        )
+    };
+    use TouchpointKind::{AgentReplied, CaseResolved, ContactOpened};
+    k.ingest(&case("a-open", at(5, 0), ContactOpened, "A")); // settles at once
+    k.ingest(&case("a-reply", at(5, 5), AgentReplied, "A"));
+    k.ingest(&case("a-res", at(5, 10), CaseResolved, "A"));
+    k.ingest(&case("b-open", at(5, 0), ContactOpened, "B")); // never answered
+    k.ingest(&case("c-open", at(5, 0), ContactOpened, "C")); // answered, never resolved
+    k.ingest(&case("c-reply", at(5, 20), AgentReplied, "C"));
+    k.ingest(&case("d-open", at(5, 0), ContactOpened, "D")); // resolved once aged
+    k.ingest(&case("d-reply", at(5, 5), AgentReplied, "D"));
+    k.ingest(&nps("n-alice", at(5, 0), "alice", 2)); // deadline 06:00, closed at 05:30
+    k.ingest(&outbound("o-alice", "alice", at(5, 30)));
+    k.ingest(&nps("n-bob", at(5, 0), "bob", 4)); // deadline 06:00, never closed
+    k.ingest(&outbound("o-carol", "carol", at(5, 0))); // no detractor
+    let step = |k: &mut Kat, h: i64, m: i64| {
+        k.ingest(&visit(&format!("v{h}:{m}"), at(h, m), "zed"));
+        k.ingest(&csat(&format!("s{h}:{m}"), at(h, m), "zed", 5));
+        k.advance();
+        k.engine.stats()
+    };
+    // A restored engine rebuilds what it is to forget from the checkpoint (here: the
+    // outbound contacts; below: the due detractors and the aged cases).
+    k.restore();
+    // Floors 05:59: the outbound contacts (05:00, 05:30) are behind the survey floor, the
+    // deadlines (06:00) not yet behind the touchpoint floor: alice and bob are kept.
+    assert_eq!(step(&mut k, 6, 31).follow_up_customers, 2);
+    k.restore();
+    // Floors 06:01: both detractors' deadlines are behind it.
+    let s = step(&mut k, 6, 33);
+    assert_eq!(s.follow_up_customers, 0);
+    assert_eq!(s.cases_expired_unanswered, 0);
+    // D's resolution (accepted: the floor is 06:01) settles it once the floor passes 07:30.
+    assert_eq!(
+        k.ingest(&case("d-res", at(7, 30), CaseResolved, "D")),
+        IngestOutcome::Accepted { late: false }
+    );
+    step(&mut k, 8, 2);
+    // Floor 07:59: B and C (opened 05:00, TTL 3 h) are not expired yet.
+    let before = step(&mut k, 8, 31);
+    assert_eq!(before.cases_expired_unanswered, 0);
+    // Floor 08:01: they expire; B was never answered.
+    let after = step(&mut k, 8, 33);
+    assert_eq!(after.cases_expired_unanswered, 1);
+    assert!(
+        before.open_cases >= after.open_cases + 2,
+        "B and C are forgotten: {} -> {} cases",
+        before.open_cases,
+        after.open_cases
+    );
+}
+
 /// A detractor whose deadline already lies behind the touchpoint floor when it arrives (its
 /// survey source lags) is due at once, and closed iff an accepted outbound contact of the
 /// customer lies in [t, deadline] — however long ago that contact arrived.
