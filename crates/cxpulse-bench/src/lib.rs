@@ -173,30 +173,50 @@ pub fn with_history(
     days: f64,
     events_per_second: f64,
 ) -> KpiEngine {
+    with_layered_history(profile, cfg, &[(days, events_per_second)])
+}
+
+/// [`with_history`] in layers `(days, events/s)`, oldest first, ending at `profile`'s
+/// start: e.g. four weeks at a light rate, then a day at the stream's own rate, so that
+/// every window up to 28 days holds panes of its own (a longer window is then not the
+/// copy of a shorter one's row) without building four weeks at the full rate.
+pub fn with_layered_history(
+    profile: &Profile,
+    cfg: EngineConfig,
+    layers: &[(f64, f64)],
+) -> KpiEngine {
     let mut engine = KpiEngine::new(cfg).expect("valid engine config");
-    let span = (days * DAY_MS as f64) as Millis;
-    let history = Profile {
-        events_per_second,
-        seed: profile.seed ^ 0x5eed,
-        start: profile.start - span,
-        ..*profile
-    };
-    let gen_cfg = GeneratorConfig {
-        late_share: 0.0,
-        duplicate_share: 0.0,
-        ..generator_config(&history)
-    };
-    let mut next_advance = history.start + HISTORY_ADVANCE_MS;
-    for d in Generator::new(gen_cfg).expect("valid generator config") {
-        if d.event.event_time() >= profile.start || d.arrival >= profile.start {
-            break;
+    let spans: Vec<Millis> = layers
+        .iter()
+        .map(|(days, _)| (days * DAY_MS as f64) as Millis)
+        .collect();
+    let mut start = profile.start - spans.iter().sum::<Millis>();
+    let mut next_advance = start + HISTORY_ADVANCE_MS;
+    for (i, (&(_, events_per_second), span)) in layers.iter().zip(&spans).enumerate() {
+        let end = start + span;
+        let layer = Profile {
+            events_per_second,
+            seed: profile.seed ^ 0x5eed ^ (i as u64) << 32,
+            start,
+            ..*profile
+        };
+        let gen_cfg = GeneratorConfig {
+            late_share: 0.0,
+            duplicate_share: 0.0,
+            ..generator_config(&layer)
+        };
+        for d in Generator::new(gen_cfg).expect("valid generator config") {
+            if d.event.event_time() >= end || d.arrival >= end {
+                break;
+            }
+            engine.ingest(0, &d.event, d.arrival);
+            if d.arrival >= next_advance {
+                engine.advance(d.arrival);
+                engine.take_changed_panes(0);
+                next_advance += HISTORY_ADVANCE_MS;
+            }
         }
-        engine.ingest(0, &d.event, d.arrival);
-        if d.arrival >= next_advance {
-            engine.advance(d.arrival);
-            engine.take_changed_panes(0);
-            next_advance += HISTORY_ADVANCE_MS;
-        }
+        start = end;
     }
     engine.advance(profile.start);
     engine.take_changed_panes(0);

@@ -6,14 +6,18 @@
 //! time, so every window of an hour or more holds the same panes. `HISTORY_DAYS=d` (with
 //! `HISTORY_RATE`, events/s, default 2) first feeds `d` days of history, untimed, so that
 //! each window holds its own panes (steady state); each run then starts from a copy of
-//! that engine.
+//! that engine. `BACKFILL_DAYS=b` (with `BACKFILL_RATE`, default 20) puts `b` lighter days
+//! before that history: `BACKFILL_DAYS=28 HISTORY_DAYS=0.25 HISTORY_RATE=2000` gives every
+//! window up to 28 days panes of its own, and the last 6 hours the stream's own rate.
 //!
 //! Windows are emitted as `cxpulse run` emits them with its default settings
 //! ([`Cadence::JOB`]): at each tick, once a second (counted as 1,000,000 records, one second
 //! at the target rate), and with a full batch of 50,000 rows for the sink once the watermark
 //! is 10 minutes ahead of the last emitted end. `CADENCE=n` emits every `n` records instead
 //! (`CADENCE=10000`: every Kafka poll batch, the stress case of the earlier sessions).
-use cxpulse_bench::{encoded_traffic, engine_config, run, run_on, with_history, Cadence, Profile};
+use cxpulse_bench::{
+    encoded_traffic, engine_config, run, run_on, with_layered_history, Cadence, Profile,
+};
 use std::time::Instant;
 
 // The allocator of the `cxpulse` binary, so that the figures are the job's.
@@ -45,6 +49,17 @@ fn main() {
     let env_f64 = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<f64>().ok());
     let history_days = env_f64("HISTORY_DAYS").unwrap_or(0.0);
     let history_rate = env_f64("HISTORY_RATE").unwrap_or(2.0);
+    // `BACKFILL_DAYS` (with `BACKFILL_RATE`, default 20 events/s) precede that history: a
+    // light layer that gives every long window panes of its own.
+    let backfill_days = env_f64("BACKFILL_DAYS").unwrap_or(0.0);
+    let backfill_rate = env_f64("BACKFILL_RATE").unwrap_or(20.0);
+    let layers: Vec<(f64, f64)> = [(backfill_days, backfill_rate), (history_days, history_rate)]
+        .into_iter()
+        .filter(|(days, _)| *days > 0.0)
+        .collect();
+    if backfill_days > 0.0 {
+        println!("after {backfill_days} days at {backfill_rate} events/s, then:");
+    }
     if history_days > 0.0 {
         println!("after {history_days} days of history at {history_rate} events/s");
     }
@@ -61,7 +76,7 @@ fn main() {
     println!("windows emitted: {cadence:?}");
     let mut results = Vec::new();
     for windows in counts {
-        let warm = (history_days > 0.0).then(|| {
+        let warm = (!layers.is_empty()).then(|| {
             let t = Instant::now();
             let defaults = engine_config(windows);
             let cfg = cxpulse_core::EngineConfig {
@@ -76,7 +91,7 @@ fn main() {
                 max_ends_per_advance: Some(1),
                 ..cfg
             };
-            let mut engine = with_history(&profile, history_cfg, history_days, history_rate);
+            let mut engine = with_layered_history(&profile, history_cfg, &layers);
             engine.set_max_ends_per_advance(None);
             eprintln!(
                 "history for {windows} windows: {:.0} s",
