@@ -161,6 +161,9 @@ pub fn run(
 /// first measured advance froze two hours of panes at once, two thirds of its freezing.)
 pub const HISTORY_ADVANCE_MS: Millis = 10 * MINUTE_MS;
 
+/// How often [`with_layered_history`] advances in the layers before the last one.
+pub const BACKFILL_ADVANCE_MS: Millis = 6 * HOUR_MS;
+
 /// An engine that has seen `days` of history before `profile`'s start, at
 /// `events_per_second` (same segments, another seed, nothing late or repeated), advanced
 /// every [`HISTORY_ADVANCE_MS`] of event time, its changed panes taken after each advance
@@ -179,7 +182,10 @@ pub fn with_history(
 /// [`with_history`] in layers `(days, events/s)`, oldest first, ending at `profile`'s
 /// start: e.g. four weeks at a light rate, then a day at the stream's own rate, so that
 /// every window up to 28 days holds panes of its own (a longer window is then not the
-/// copy of a shorter one's row) without building four weeks at the full rate.
+/// copy of a shorter one's row) without building four weeks at the full rate. Layers
+/// before the last advance every [`BACKFILL_ADVANCE_MS`] (each advance evaluates every
+/// window of every series once: every ten minutes over four weeks with eight windows
+/// took longer than an hour); the last one every [`HISTORY_ADVANCE_MS`].
 pub fn with_layered_history(
     profile: &Profile,
     cfg: EngineConfig,
@@ -194,6 +200,11 @@ pub fn with_layered_history(
     let mut next_advance = start + HISTORY_ADVANCE_MS;
     for (i, (&(_, events_per_second), span)) in layers.iter().zip(&spans).enumerate() {
         let end = start + span;
+        let every = if i + 1 == layers.len() {
+            HISTORY_ADVANCE_MS
+        } else {
+            BACKFILL_ADVANCE_MS
+        };
         let layer = Profile {
             events_per_second,
             seed: profile.seed ^ 0x5eed ^ (i as u64) << 32,
@@ -213,7 +224,7 @@ pub fn with_layered_history(
             if d.arrival >= next_advance {
                 engine.advance(d.arrival);
                 engine.take_changed_panes(0);
-                next_advance += HISTORY_ADVANCE_MS;
+                next_advance = d.arrival + every;
             }
         }
         start = end;
