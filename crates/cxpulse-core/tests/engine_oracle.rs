@@ -1942,24 +1942,27 @@ fn kat_case_join_retracts_first_response() {
     );
 }
 
+/// A case event of customer c1 (phone, smb).
+fn phone_case(id: &str, t: Millis, kind: TouchpointKind, case_id: &str) -> CxEvent {
+    touch(
+        id,
+        t,
+        "c1",
+        "smb",
+        Channel::Phone,
+        kind,
+        Some(case_id),
+        None,
+    )
+}
+
 /// A case keeps its first open for good: a second `contact_opened` of the same case, arriving
 /// after the case's first reply and resolution are far behind the floor, is one more contact,
 /// not a new case; later replies / resolutions are not first ones and add nothing.
 #[test]
 fn kat_second_open_of_a_settled_case_is_not_a_new_case() {
     let mut k = Kat::new(); // horizon 30 min, case TTL 3 h, target 1 h
-    let case = |id: &str, t: Millis, kind: TouchpointKind| {
-        touch(
-            id,
-            t,
-            "c1",
-            "smb",
-            Channel::Phone,
-            kind,
-            Some("case-7"),
-            None,
-        )
-    };
+    let case = |id: &str, t: Millis, kind: TouchpointKind| phone_case(id, t, kind, "case-7");
     k.ingest(&case("open1", at(5, 0), TouchpointKind::ContactOpened));
     k.ingest(&case("reply1", at(5, 5), TouchpointKind::AgentReplied)); // FRT 5 min at 05:05
     k.ingest(&case("res1", at(5, 10), TouchpointKind::CaseResolved)); // resolution 10 min at 05:10
@@ -2098,27 +2101,15 @@ fn kat_detractor_due_at_the_watermark_and_closed_by_a_late_contact() {
 #[test]
 fn kat_state_is_forgotten_once_the_floor_passes_it() {
     let mut k = Kat::new(); // lateness 2 min, horizon 30 min, case TTL 3 h, follow-up 60 min
-    let case = |id: &str, t: Millis, kind: TouchpointKind, case_id: &str| {
-        touch(
-            id,
-            t,
-            "c1",
-            "smb",
-            Channel::Phone,
-            kind,
-            Some(case_id),
-            None,
-        )
-    };
     use TouchpointKind::{AgentReplied, CaseResolved, ContactOpened};
-    k.ingest(&case("a-open", at(5, 0), ContactOpened, "A")); // settles at once
-    k.ingest(&case("a-reply", at(5, 5), AgentReplied, "A"));
-    k.ingest(&case("a-res", at(5, 10), CaseResolved, "A"));
-    k.ingest(&case("b-open", at(5, 0), ContactOpened, "B")); // never answered
-    k.ingest(&case("c-open", at(5, 0), ContactOpened, "C")); // answered, never resolved
-    k.ingest(&case("c-reply", at(5, 20), AgentReplied, "C"));
-    k.ingest(&case("d-open", at(5, 0), ContactOpened, "D")); // resolved once aged
-    k.ingest(&case("d-reply", at(5, 5), AgentReplied, "D"));
+    k.ingest(&phone_case("a-open", at(5, 0), ContactOpened, "A")); // settles at once
+    k.ingest(&phone_case("a-reply", at(5, 5), AgentReplied, "A"));
+    k.ingest(&phone_case("a-res", at(5, 10), CaseResolved, "A"));
+    k.ingest(&phone_case("b-open", at(5, 0), ContactOpened, "B")); // never answered
+    k.ingest(&phone_case("c-open", at(5, 0), ContactOpened, "C")); // answered, never resolved
+    k.ingest(&phone_case("c-reply", at(5, 20), AgentReplied, "C"));
+    k.ingest(&phone_case("d-open", at(5, 0), ContactOpened, "D")); // resolved once aged
+    k.ingest(&phone_case("d-reply", at(5, 5), AgentReplied, "D"));
     k.ingest(&nps("n-alice", at(5, 0), "alice", 2)); // deadline 06:00, closed at 05:30
     k.ingest(&outbound("o-alice", "alice", at(5, 30)));
     k.ingest(&nps("n-bob", at(5, 0), "bob", 4)); // deadline 06:00, never closed
@@ -2142,7 +2133,7 @@ fn kat_state_is_forgotten_once_the_floor_passes_it() {
     assert_eq!(s.cases_expired_unanswered, 0);
     // D's resolution (accepted: the floor is 06:01) settles it once the floor passes 07:30.
     assert_eq!(
-        k.ingest(&case("d-res", at(7, 30), CaseResolved, "D")),
+        k.ingest(&phone_case("d-res", at(7, 30), CaseResolved, "D")),
         IngestOutcome::Accepted { late: false }
     );
     step(&mut k, 8, 2);
