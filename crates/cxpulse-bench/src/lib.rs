@@ -156,9 +156,9 @@ pub fn run(
 
 /// How often [`with_history`] advances. The job advances every second; the history emits
 /// only the last end of each window, and every ten minutes keeps its build short while
-/// each advance still freezes and forgets what lies behind it. (Every 6 h, as before,
-/// left the panes written since the previous advance flagged for the sink, hence hot: the
-/// first measured advance froze two hours of panes at once, two thirds of its freezing.)
+/// each advance still freezes and forgets what lies behind it. (Panes written since the
+/// last advance stay hot, flagged for the sink: rarer advances would leave hours of
+/// freezing to the measured run.)
 pub const HISTORY_ADVANCE_MS: Millis = 10 * MINUTE_MS;
 
 /// How often [`with_layered_history`] advances in the layers before the last one.
@@ -207,7 +207,7 @@ pub fn with_layered_history(
         };
         let layer = Profile {
             events_per_second,
-            seed: profile.seed ^ 0x5eed ^ (i as u64) << 32,
+            seed: profile.seed ^ 0x5eed ^ ((i as u64) << 32),
             start,
             ..*profile
         };

@@ -48,6 +48,11 @@ pub(crate) struct SettledCases {
     index_bits: u32,
 }
 
+/// The index bucket of a hash: its top `bits` bits (`1 ≤ bits < 64`).
+fn bucket(hash: &[u64; 2], bits: u32) -> usize {
+    (hash[0] >> (64 - bits)) as usize
+}
+
 /// Runs shorter than this are bisected whole.
 const INDEXED_FROM: usize = 64;
 /// Entries per index bucket, on average.
@@ -98,7 +103,7 @@ impl SettledCases {
         let (lo, hi) = match self.index_bits {
             0 => (0, self.run.len()),
             bits => {
-                let b = (key[0] >> (64 - bits)) as usize;
+                let b = bucket(key, bits);
                 (self.index[b] as usize, self.index[b + 1] as usize)
             }
         };
@@ -122,7 +127,7 @@ impl SettledCases {
         self.index.reserve_exact(buckets + 1);
         let mut pos = 0;
         for b in 0..buckets {
-            while pos < n && ((self.run[pos].hash[0] >> (64 - bits)) as usize) < b {
+            while pos < n && bucket(&self.run[pos].hash, bits) < b {
                 pos += 1;
             }
             self.index.push(pos as u32);
