@@ -29,7 +29,7 @@ use crate::settled::{join, words, SettledCases};
 use crate::watermark::{PartitionId, WatermarkTracker};
 use crate::window::{
     Mergeable, PaneRef, PaneStore, Retention, SeriesId, Tier, TimeGrid, WindowConfigError,
-    WindowSpec, DAY_WINDOW_NAME,
+    WindowSpec, BLOCK_MS, DAY_WINDOW_NAME,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Serialize, Serializer};
@@ -69,7 +69,9 @@ pub struct EngineConfig {
     pub max_ends_per_advance: Option<usize>,
     /// Memory (per partition) for cached window bodies: the merged hours and days of long
     /// windows, so that evaluating a window does not merge them again at every end (see
-    /// `docs/incremental-evaluation.md`). 0 disables them; results do not depend on it.
+    /// `docs/incremental-evaluation.md`). Bodies may also take twice what the partition's
+    /// frozen panes hold when that is more (a busy partition's long windows need more).
+    /// 0 disables them; results do not depend on it.
     pub window_body_bytes: usize,
 }
 
@@ -694,9 +696,11 @@ impl SourceKind {
     }
 }
 
-/// A body is cached for a range of at least this many hour and day panes (see
-/// [`crate::window::PaneStore::ensure_body`]).
-const MIN_BODY_PANES: usize = 4;
+/// A body is cached for a range of at least this many hour and day panes, and a block for
+/// at least this many minute panes (see [`crate::window::PaneStore::ensure_body`]): an
+/// `advance` reads a head again for each hour of its ends, several times an hour, and
+/// most of these panes are frozen (decoded at each read).
+const MIN_BODY_PANES: usize = 2;
 
 /// The ends of one window to evaluate for one group key in one `advance`: the first
 /// `corrections` re-emit windows emitted before, the others are new.
@@ -1360,8 +1364,8 @@ impl KpiEngine {
 
     /// Caches, in every partition, the bodies that [`KpiEngine::evaluate_key`] will read
     /// for `plan`: per window and hour of its ends, the hour-aligned part of the window of
-    /// the last end in that hour, when it holds enough panes (see
-    /// [`crate::window::PaneStore::ensure_body`]).
+    /// the last end in that hour, and the whole blocks of the minutes before it, when they
+    /// hold enough panes (see [`crate::window::PaneStore::ensure_body`]).
     fn ensure_bodies(&mut self, key: &GroupKey, plan: &[WindowEnds]) {
         let grid = self.grid;
         for WindowEnds { window, ends, .. } in plan {
@@ -1369,11 +1373,22 @@ impl KpiEngine {
             for group in ends.chunk_by(|a, b| same_hour(&grid, *a, *b)) {
                 let Some(&last) = group.last() else { continue };
                 let b1 = grid.floor(last, HOUR_MS);
-                let a1 = grid.ceil(w.start_for(&grid, last), HOUR_MS);
+                let start = w.start_for(&grid, last);
+                let a1 = grid.ceil(start, HOUR_MS);
                 if a1 < b1 {
                     for p in self.partitions.values_mut() {
                         p.panes.ensure_body(key, a1, b1, MIN_BODY_PANES);
                     }
+                }
+                // The head of `last` reads the minutes [start, a1) (`heads`).
+                let blocks = a1.min(b1);
+                let mut block = grid.ceil(start, BLOCK_MS);
+                while block + BLOCK_MS <= blocks {
+                    for p in self.partitions.values_mut() {
+                        p.panes
+                            .ensure_body(key, block, block + BLOCK_MS, MIN_BODY_PANES);
+                    }
+                    block += BLOCK_MS;
                 }
             }
         }

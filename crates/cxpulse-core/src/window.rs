@@ -265,6 +265,8 @@ struct TierPanes<S: Freeze> {
     panes: VecDeque<(Millis, Slot<S>)>,
     /// Every pane before this index is frozen.
     hot_from: usize,
+    /// What the frozen panes hold ([`Freeze::frozen_bytes`]).
+    frozen_bytes: usize,
 }
 
 impl<S: Freeze> Default for TierPanes<S> {
@@ -272,6 +274,7 @@ impl<S: Freeze> Default for TierPanes<S> {
         TierPanes {
             panes: VecDeque::new(),
             hot_from: 0,
+            frozen_bytes: 0,
         }
     }
 }
@@ -304,6 +307,7 @@ impl<S: Freeze> TierPanes<S> {
             }
         };
         if let Slot::Frozen(f) = &self.panes[i].1 {
+            self.frozen_bytes -= S::frozen_bytes(f);
             let state = S::thaw(f);
             self.panes[i].1 = Slot::Hot(Box::new(Pane { state, flags: 0 }));
             self.hot_from = self.hot_from.min(i);
@@ -368,7 +372,9 @@ impl<S: Freeze> TierPanes<S> {
     fn drop_before(&mut self, keep_from: Millis) {
         let mut dropped = 0;
         while self.panes.front().is_some_and(|(s, _)| *s < keep_from) {
-            self.panes.pop_front();
+            if let Some((_, Slot::Frozen(f))) = self.panes.pop_front() {
+                self.frozen_bytes -= S::frozen_bytes(&f);
+            }
             dropped += 1;
         }
         self.hot_from = self.hot_from.saturating_sub(dropped);
@@ -387,7 +393,9 @@ impl<S: Freeze> TierPanes<S> {
             if let Slot::Hot(p) = slot {
                 if p.flags & NEEDS_PERSIST == 0 {
                     p.state.prepare();
-                    *slot = Slot::Frozen(p.state.freeze());
+                    let f = p.state.freeze();
+                    self.frozen_bytes += S::frozen_bytes(&f);
+                    *slot = Slot::Frozen(f);
                     frozen += 1;
                 } else {
                     first_hot.get_or_insert(i);
@@ -496,15 +504,38 @@ impl<S: Freeze> PaneSeries<S> {
         let a1 = grid.ceil(from, HOUR_MS);
         let b1 = grid.floor(to, HOUR_MS);
         if a1 >= b1 {
-            return self.merge_tier_range(Tier::Minute, from, to, acc);
+            return self.merge_minutes(grid, from, to, acc);
         }
-        let mut merged = self.merge_tier_range(Tier::Minute, from, a1, acc);
-        merged += self.merge_tier_range(Tier::Minute, b1, to, acc);
+        let mut merged = self.merge_minutes(grid, from, a1, acc);
+        merged += self.merge_minutes(grid, b1, to, acc);
         if let Some(body) = self.body(a1, b1) {
             acc.merge(body);
             return merged + 1;
         }
         merged + self.merge_closed_range(grid, a1, b1, acc)
+    }
+
+    /// Merges the minute panes starting in `[from, to)` into `acc`, reading each whole
+    /// [`BLOCK_MS`] block from its body when one is cached. Returns how many panes and
+    /// bodies were merged.
+    fn merge_minutes(&self, grid: &TimeGrid, from: Millis, to: Millis, acc: &mut S) -> usize {
+        if self.bodies.is_empty() || to - from < BLOCK_MS {
+            return self.merge_tier_range(Tier::Minute, from, to, acc);
+        }
+        let mut merged = 0;
+        let mut t = from;
+        while t < to {
+            let next = (grid.floor(t, BLOCK_MS) + BLOCK_MS).min(to);
+            match (next - t == BLOCK_MS).then(|| self.body(t, next)).flatten() {
+                Some(block) => {
+                    acc.merge(block);
+                    merged += 1;
+                }
+                None => merged += self.merge_tier_range(Tier::Minute, t, next, acc),
+            }
+            t = next;
+        }
+        merged
     }
 
     /// Merges the hour-aligned range `[a1, b1)` in hours and days (not minutes, not bodies).
@@ -635,6 +666,11 @@ impl Retention {
     }
 }
 
+/// Length of a **block**: a body over that many minute panes (see
+/// [`PaneStore::ensure_body`]), for the minutes before the first full hour of a window
+/// with a minute tail.
+pub const BLOCK_MS: Millis = 10 * MINUTE_MS;
+
 /// Index of a series in a [`PaneStore`] (stable for the store's life).
 pub type SeriesId = u32;
 
@@ -654,9 +690,12 @@ pub struct PaneStore<K, S: Freeze> {
     body_generation: u64,
     /// Series with a body written since the last reads.
     bodies_written: Vec<SeriesId>,
-    /// Bytes the bodies held when they were built, and the most they may hold.
+    /// Bytes the bodies held when they were built, and the least they may hold (see
+    /// [`PaneStore::body_limit`]).
     body_bytes: usize,
     body_budget: usize,
+    /// What the frozen panes held at the last eviction.
+    frozen_bytes: usize,
 }
 
 impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
@@ -673,6 +712,7 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
             bodies_written: Vec::new(),
             body_bytes: 0,
             body_budget: 0,
+            frozen_bytes: 0,
         }
     }
 
@@ -697,7 +737,8 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
         pane.flags |= flags;
     }
 
-    /// Let bodies ([`PaneStore::ensure_body`]) hold up to `bytes` (none by default).
+    /// Let bodies ([`PaneStore::ensure_body`]) hold at least `bytes`, and twice what the
+    /// frozen panes hold when that is more (none by default, and none with 0).
     pub fn with_body_budget(mut self, bytes: usize) -> Self {
         self.body_budget = bytes;
         self
@@ -827,24 +868,29 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
         ];
         let freeze_limit = frontier - retention.freeze_ms;
         // Bodies asked for since the previous eviction stay, for the newest hour a body of the
-        // series ends at and the hour before (corrections of the ends of the previous hour);
-        // the others are dropped (the windows that read them have moved on, or their series
-        // went quiet).
+        // series ends at and the hour before (corrections of the ends of the previous hour),
+        // and blocks asked for since then; the others are dropped (the windows that read them
+        // have moved on, or their series went quiet).
         let generation = self.body_generation;
         self.body_generation += 1;
         let mut freed = 0;
+        self.frozen_bytes = 0;
         for series in &mut self.series {
             for tier in Tier::ALL {
                 let panes = &mut series.tiers[tier.index()];
                 // Keep panes whose end is after the cut: start > cut - len.
                 panes.drop_before(cut[tier.index()] - tier.len_ms() + 1);
                 panes.freeze_until(freeze_limit, tier.len_ms());
+                self.frozen_bytes += panes.frozen_bytes;
             }
             if !series.bodies.is_empty() {
                 let empty = series.is_empty();
                 let newest = series.bodies_until;
-                freed += series
-                    .drop_bodies(|b| !empty && b.used >= generation && b.to + HOUR_MS >= newest);
+                freed += series.drop_bodies(|b| {
+                    !empty
+                        && b.used >= generation
+                        && (b.to - b.from < HOUR_MS || b.to + HOUR_MS >= newest)
+                });
             }
         }
         self.body_bytes -= freed;
@@ -854,15 +900,18 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
     /// closed panes, when that range holds at least `min_panes` hour and day panes (fewer
     /// are cheaper to merge than to keep). Built from a body over a shorter range with the
     /// same start if there is one (the windows of the next hour), else from the panes.
-    /// Returns whether the body is there.
+    /// The range may also be one [`BLOCK_MS`] block of minutes (`from` aligned to it):
+    /// the body then merges its minute panes. Returns whether the body is there.
     pub fn ensure_body(&mut self, key: &K, from: Millis, to: Millis, min_panes: usize) -> bool {
         let Some(&id) = self.ids.get(key) else {
             return false;
         };
         let grid = self.grid;
         let generation = self.body_generation;
+        let limit = self.body_limit();
         let series = &mut self.series[id as usize];
-        debug_assert!(from < to && grid.floor(from, HOUR_MS) == from);
+        let block = to - from == BLOCK_MS && grid.floor(from, BLOCK_MS) == from;
+        debug_assert!(block || (from < to && grid.floor(from, HOUR_MS) == from));
         if let Some(body) = series
             .bodies
             .iter_mut()
@@ -871,21 +920,32 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
             body.used = generation;
             return true;
         }
-        if self.body_bytes >= self.body_budget
-            || series.closed_pane_count(&grid, from, to) < min_panes
-        {
+        let panes = if block {
+            series.tiers[Tier::Minute.index()].count_range(from, to)
+        } else {
+            series.closed_pane_count(&grid, from, to)
+        };
+        if self.body_bytes >= limit || panes < min_panes {
             return false;
         }
-        let base = series
-            .bodies
-            .iter()
-            .filter(|b| b.from == from && b.to < to)
-            .max_by_key(|b| b.to);
-        let (mut state, rest_from) = match base {
-            Some(b) => (b.state.clone(), b.to),
-            None => (S::default(), from),
-        };
-        series.merge_closed_range(&grid, rest_from, to, &mut state);
+        let mut state = S::default();
+        if block {
+            series.merge_tier_range(Tier::Minute, from, to, &mut state);
+        } else {
+            let base = series
+                .bodies
+                .iter()
+                .filter(|b| b.from == from && b.to < to && b.to - b.from >= HOUR_MS)
+                .max_by_key(|b| b.to);
+            let rest_from = match base {
+                Some(b) => {
+                    state = b.state.clone();
+                    b.to
+                }
+                None => from,
+            };
+            series.merge_closed_range(&grid, rest_from, to, &mut state);
+        }
         state.prepare();
         let bytes = state.footprint();
         series.bodies.push(Body {
@@ -1013,6 +1073,25 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
     /// The bytes the cached bodies held when they were built.
     pub fn body_bytes(&self) -> usize {
         self.body_bytes
+    }
+
+    /// The bytes bodies may hold: the budget, or twice what the frozen panes hold (as of
+    /// the last eviction) when that is more. A body spares decoding frozen panes again, so
+    /// the cache grows with what it spares: around each hour the bodies of the previous
+    /// hour (read by its corrections) and of the new one are held at once, and 8 windows
+    /// at 2,000 events/s then want about twice what their frozen panes hold (see
+    /// `docs/benchmarks.md`, session 12). A budget of 0 disables bodies.
+    pub fn body_limit(&self) -> usize {
+        if self.body_budget == 0 {
+            0
+        } else {
+            self.body_budget.max(2 * self.frozen_bytes)
+        }
+    }
+
+    /// What the frozen panes held at the last eviction.
+    pub fn frozen_bytes(&self) -> usize {
+        self.frozen_bytes
     }
 }
 
@@ -1187,6 +1266,57 @@ mod tests {
             !none.ensure_body(&0, T0, T0 + DAY_MS, 0),
             "no budget by default"
         );
+    }
+
+    #[test]
+    fn bodies_may_hold_as_much_as_the_frozen_panes() {
+        let (store, frontier) = three_days();
+        let mut store = store.with_body_budget(1);
+        let freeze_all = Retention {
+            minute_ms: 10 * DAY_MS,
+            hour_ms: 10 * DAY_MS,
+            day_ms: 10 * DAY_MS,
+            freeze_ms: 0,
+        };
+        store.evict(frontier, &freeze_all);
+        // What the frozen panes hold, counted pane by pane (text of each sum).
+        let counted = |store: &PaneStore<u8, Sum>| -> usize {
+            let series = store.series(&0).unwrap();
+            Tier::ALL
+                .iter()
+                .flat_map(|t| series.panes(*t))
+                .map(|(_, p)| match p {
+                    PaneRef::Frozen(f) => f.len(),
+                    PaneRef::Hot(_) => 0,
+                })
+                .sum()
+        };
+        let frozen = counted(&store);
+        assert!(frozen > 4 * 24 * 60, "every minute is frozen: {frozen}");
+        assert_eq!((store.frozen_bytes(), store.body_limit()), (frozen, 2 * frozen));
+        // Far more than the budget of one byte: many bodies.
+        for h in 1..10 {
+            assert!(store.ensure_body(&0, T0 + h * HOUR_MS, T0 + 2 * DAY_MS, 4));
+        }
+        // A write thaws a pane; the next eviction counts what is still frozen.
+        store.apply(0, T0 + 5 * MINUTE_MS, |s| s.0 += 1);
+        store.evict(frontier, &freeze_all);
+        assert_eq!(store.frozen_bytes(), counted(&store));
+        // Dropped panes no longer count.
+        let keep_two_days = Retention {
+            minute_ms: 2 * DAY_MS,
+            ..freeze_all
+        };
+        store.evict(frontier, &keep_two_days);
+        assert_eq!(store.frozen_bytes(), counted(&store));
+        assert!(store.frozen_bytes() < frozen - 24 * 60);
+        // No budget: no bodies, whatever is frozen.
+        let (mut none, _) = three_days();
+        none = none.with_body_budget(0);
+        none.evict(frontier, &freeze_all);
+        assert!(none.frozen_bytes() > 0);
+        assert_eq!(none.body_limit(), 0);
+        assert!(!none.ensure_body(&0, T0 + HOUR_MS, T0 + DAY_MS, 4));
     }
 
     #[test]

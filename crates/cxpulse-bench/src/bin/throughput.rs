@@ -109,10 +109,10 @@ fn main() {
                 None => run(&records, engine_config(windows), cadence),
             };
             best = best.min(t.elapsed().as_secs_f64());
-            summary = Some((s, engine.stats()));
+            summary = Some((s, engine.stats(), engine.state_bytes()));
         }
         let rate = records.len() as f64 / best;
-        if let Some((s, stats)) = summary {
+        if let Some((s, stats, bytes)) = summary {
             println!(
                 "{windows} windows: {rate:>10.0} events/s  ({best:.3} s; accepted {}, dup {}, advances {}, rows {}, panes {}, series {}; largest advance {} rows, {:.0} MiB of states)",
                 s.accepted,
@@ -123,6 +123,14 @@ fn main() {
                 stats.series,
                 s.largest_advance_rows,
                 s.largest_advance_bytes as f64 / 1048576.0
+            );
+            let mib = |b: usize| b as f64 / 1048576.0;
+            println!(
+                "  state after the run: hot panes {:.0} MiB, frozen panes {:.0} MiB, window bodies {:.0} MiB, total {:.0} MiB",
+                mib(bytes.hot_panes),
+                mib(bytes.frozen_panes),
+                mib(bytes.bodies),
+                mib(bytes.total())
             );
         }
         results.push((windows, rate));
