@@ -1293,7 +1293,10 @@ mod tests {
         };
         let frozen = counted(&store);
         assert!(frozen > 4 * 24 * 60, "every minute is frozen: {frozen}");
-        assert_eq!((store.frozen_bytes(), store.body_limit()), (frozen, 2 * frozen));
+        assert_eq!(
+            (store.frozen_bytes(), store.body_limit()),
+            (frozen, 2 * frozen)
+        );
         // Far more than the budget of one byte: many bodies.
         for h in 1..10 {
             assert!(store.ensure_body(&0, T0 + h * HOUR_MS, T0 + 2 * DAY_MS, 4));
