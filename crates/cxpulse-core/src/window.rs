@@ -1269,6 +1269,51 @@ mod tests {
     }
 
     #[test]
+    fn blocks_stand_for_their_minutes_and_are_kept_while_asked_for() {
+        let (mut store, frontier) = three_days();
+        let block = (T0 + DAY_MS + 20 * MINUTE_MS, T0 + DAY_MS + 30 * MINUTE_MS);
+        assert!(store.ensure_body(&0, block.0, block.1, 2));
+        let body = store.series(&0).and_then(|s| s.body(block.0, block.1));
+        assert_eq!(body.map(|b| b.0), Some(minutes_sum(block.0, block.1)));
+        // A range through the block: 7 minutes, the block, 30 minutes, then hours.
+        let (start, end) = (block.0 - 7 * MINUTE_MS, T0 + DAY_MS + 5 * HOUR_MS);
+        let mut acc = Sum::default();
+        assert_eq!(
+            store.merge_range_into(&0, start, end, &mut acc),
+            7 + 1 + 30 + 4
+        );
+        assert_eq!(acc.0, minutes_sum(start, end));
+        // Late writes into the block's minutes reach it.
+        store.apply(0, block.0 + 3 * MINUTE_MS, |s| s.0 += 500);
+        store.prepare_reads();
+        let mut acc = Sum::default();
+        store.merge_range_into(&0, start, end, &mut acc);
+        assert_eq!(acc.0, minutes_sum(start, end) + 500);
+        // Not a whole block, or too few panes: no block.
+        assert!(!store.ensure_body(&0, block.1, block.1 + BLOCK_MS, 11));
+        // Kept while asked for, whatever newer bodies the series holds; then dropped.
+        let keep_all = Retention {
+            minute_ms: 10 * DAY_MS,
+            hour_ms: 10 * DAY_MS,
+            day_ms: 10 * DAY_MS,
+            freeze_ms: 10 * DAY_MS,
+        };
+        assert!(store.ensure_body(&0, T0 + HOUR_MS, T0 + 2 * DAY_MS, 2));
+        store.evict(frontier, &keep_all);
+        assert!(store.ensure_body(&0, block.0, block.1, 2));
+        assert!(store.ensure_body(&0, T0 + HOUR_MS, T0 + 2 * DAY_MS, 2));
+        store.evict(frontier, &keep_all);
+        let series = store.series(&0).unwrap();
+        assert!(series.body(block.0, block.1).is_some(), "asked for: kept");
+        store.evict(frontier, &keep_all);
+        let series = store.series(&0).unwrap();
+        assert!(
+            series.body(block.0, block.1).is_none(),
+            "not asked for: dropped"
+        );
+    }
+
+    #[test]
     fn bodies_may_hold_as_much_as_the_frozen_panes() {
         let (store, frontier) = three_days();
         let mut store = store.with_body_budget(1);
