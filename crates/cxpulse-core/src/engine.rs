@@ -69,9 +69,9 @@ pub struct EngineConfig {
     pub max_ends_per_advance: Option<usize>,
     /// Memory (per partition) for cached window bodies: the merged hours and days of long
     /// windows, so that evaluating a window does not merge them again at every end (see
-    /// `docs/incremental-evaluation.md`). Bodies may also take twice what the partition's
-    /// frozen panes hold when that is more (a busy partition's long windows need more).
-    /// 0 disables them; results do not depend on it.
+    /// `docs/incremental-evaluation.md`). 0 disables them; results do not depend on it.
+    /// Many windows over many busy series want far more than the default (see
+    /// `docs/benchmarks.md`, session 12): `engine.window_body_mib` in the job's config.
     pub window_body_bytes: usize,
 }
 
@@ -1217,7 +1217,7 @@ impl KpiEngine {
                     corrections,
                 });
             }
-            self.ensure_bodies(key, &plan);
+            self.ensure_bodies(key, &plan, new_frontier - self.retention.freeze_ms);
             self.evaluate_key(key, &plan, watermark, &mut rows);
         }
         if self.cfg.calendar_days {
@@ -1364,9 +1364,11 @@ impl KpiEngine {
 
     /// Caches, in every partition, the bodies that [`KpiEngine::evaluate_key`] will read
     /// for `plan`: per window and hour of its ends, the hour-aligned part of the window of
-    /// the last end in that hour, and the whole blocks of the minutes before it, when they
-    /// hold enough panes (see [`crate::window::PaneStore::ensure_body`]).
-    fn ensure_bodies(&mut self, key: &GroupKey, plan: &[WindowEnds]) {
+    /// the last end in that hour, and the whole blocks of the minutes before it that end
+    /// by `frozen_until` (frozen minutes are decoded at each read; hot ones are cheaper to
+    /// merge than to keep), when they hold enough panes (see
+    /// [`crate::window::PaneStore::ensure_body`]).
+    fn ensure_bodies(&mut self, key: &GroupKey, plan: &[WindowEnds], frozen_until: Millis) {
         let grid = self.grid;
         for WindowEnds { window, ends, .. } in plan {
             let w = &self.cfg.windows[*window];
@@ -1381,7 +1383,7 @@ impl KpiEngine {
                     }
                 }
                 // The head of `last` reads the minutes [start, a1) (`heads`).
-                let blocks = a1.min(b1);
+                let blocks = a1.min(b1).min(frozen_until);
                 let mut block = grid.ceil(start, BLOCK_MS);
                 while block + BLOCK_MS <= blocks {
                     for p in self.partitions.values_mut() {

@@ -265,8 +265,6 @@ struct TierPanes<S: Freeze> {
     panes: VecDeque<(Millis, Slot<S>)>,
     /// Every pane before this index is frozen.
     hot_from: usize,
-    /// What the frozen panes hold ([`Freeze::frozen_bytes`]).
-    frozen_bytes: usize,
 }
 
 impl<S: Freeze> Default for TierPanes<S> {
@@ -274,7 +272,6 @@ impl<S: Freeze> Default for TierPanes<S> {
         TierPanes {
             panes: VecDeque::new(),
             hot_from: 0,
-            frozen_bytes: 0,
         }
     }
 }
@@ -307,7 +304,6 @@ impl<S: Freeze> TierPanes<S> {
             }
         };
         if let Slot::Frozen(f) = &self.panes[i].1 {
-            self.frozen_bytes -= S::frozen_bytes(f);
             let state = S::thaw(f);
             self.panes[i].1 = Slot::Hot(Box::new(Pane { state, flags: 0 }));
             self.hot_from = self.hot_from.min(i);
@@ -372,9 +368,7 @@ impl<S: Freeze> TierPanes<S> {
     fn drop_before(&mut self, keep_from: Millis) {
         let mut dropped = 0;
         while self.panes.front().is_some_and(|(s, _)| *s < keep_from) {
-            if let Some((_, Slot::Frozen(f))) = self.panes.pop_front() {
-                self.frozen_bytes -= S::frozen_bytes(&f);
-            }
+            self.panes.pop_front();
             dropped += 1;
         }
         self.hot_from = self.hot_from.saturating_sub(dropped);
@@ -393,9 +387,7 @@ impl<S: Freeze> TierPanes<S> {
             if let Slot::Hot(p) = slot {
                 if p.flags & NEEDS_PERSIST == 0 {
                     p.state.prepare();
-                    let f = p.state.freeze();
-                    self.frozen_bytes += S::frozen_bytes(&f);
-                    *slot = Slot::Frozen(f);
+                    *slot = Slot::Frozen(p.state.freeze());
                     frozen += 1;
                 } else {
                     first_hot.get_or_insert(i);
@@ -690,12 +682,9 @@ pub struct PaneStore<K, S: Freeze> {
     body_generation: u64,
     /// Series with a body written since the last reads.
     bodies_written: Vec<SeriesId>,
-    /// Bytes the bodies held when they were built, and the least they may hold (see
-    /// [`PaneStore::body_limit`]).
+    /// Bytes the bodies held when they were built, and the most they may hold.
     body_bytes: usize,
     body_budget: usize,
-    /// What the frozen panes held at the last eviction.
-    frozen_bytes: usize,
 }
 
 impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
@@ -712,7 +701,6 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
             bodies_written: Vec::new(),
             body_bytes: 0,
             body_budget: 0,
-            frozen_bytes: 0,
         }
     }
 
@@ -737,8 +725,7 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
         pane.flags |= flags;
     }
 
-    /// Let bodies ([`PaneStore::ensure_body`]) hold at least `bytes`, and twice what the
-    /// frozen panes hold when that is more (none by default, and none with 0).
+    /// Let bodies ([`PaneStore::ensure_body`]) hold up to `bytes` (none by default).
     pub fn with_body_budget(mut self, bytes: usize) -> Self {
         self.body_budget = bytes;
         self
@@ -874,14 +861,12 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
         let generation = self.body_generation;
         self.body_generation += 1;
         let mut freed = 0;
-        self.frozen_bytes = 0;
         for series in &mut self.series {
             for tier in Tier::ALL {
                 let panes = &mut series.tiers[tier.index()];
                 // Keep panes whose end is after the cut: start > cut - len.
                 panes.drop_before(cut[tier.index()] - tier.len_ms() + 1);
                 panes.freeze_until(freeze_limit, tier.len_ms());
-                self.frozen_bytes += panes.frozen_bytes;
             }
             if !series.bodies.is_empty() {
                 let empty = series.is_empty();
@@ -908,7 +893,6 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
         };
         let grid = self.grid;
         let generation = self.body_generation;
-        let limit = self.body_limit();
         let series = &mut self.series[id as usize];
         let block = to - from == BLOCK_MS && grid.floor(from, BLOCK_MS) == from;
         debug_assert!(block || (from < to && grid.floor(from, HOUR_MS) == from));
@@ -925,7 +909,7 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
         } else {
             series.closed_pane_count(&grid, from, to)
         };
-        if self.body_bytes >= limit || panes < min_panes {
+        if self.body_bytes >= self.body_budget || panes < min_panes {
             return false;
         }
         let mut state = S::default();
@@ -1073,25 +1057,6 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
     /// The bytes the cached bodies held when they were built.
     pub fn body_bytes(&self) -> usize {
         self.body_bytes
-    }
-
-    /// The bytes bodies may hold: the budget, or twice what the frozen panes hold (as of
-    /// the last eviction) when that is more. A body spares decoding frozen panes again, so
-    /// the cache grows with what it spares: around each hour the bodies of the previous
-    /// hour (read by its corrections) and of the new one are held at once, and 8 windows
-    /// at 2,000 events/s then want about twice what their frozen panes hold (see
-    /// `docs/benchmarks.md`, session 12). A budget of 0 disables bodies.
-    pub fn body_limit(&self) -> usize {
-        if self.body_budget == 0 {
-            0
-        } else {
-            self.body_budget.max(2 * self.frozen_bytes)
-        }
-    }
-
-    /// What the frozen panes held at the last eviction.
-    pub fn frozen_bytes(&self) -> usize {
-        self.frozen_bytes
     }
 }
 
@@ -1311,60 +1276,6 @@ mod tests {
             series.body(block.0, block.1).is_none(),
             "not asked for: dropped"
         );
-    }
-
-    #[test]
-    fn bodies_may_hold_as_much_as_the_frozen_panes() {
-        let (store, frontier) = three_days();
-        let mut store = store.with_body_budget(1);
-        let freeze_all = Retention {
-            minute_ms: 10 * DAY_MS,
-            hour_ms: 10 * DAY_MS,
-            day_ms: 10 * DAY_MS,
-            freeze_ms: 0,
-        };
-        store.evict(frontier, &freeze_all);
-        // What the frozen panes hold, counted pane by pane (text of each sum).
-        let counted = |store: &PaneStore<u8, Sum>| -> usize {
-            let series = store.series(&0).unwrap();
-            Tier::ALL
-                .iter()
-                .flat_map(|t| series.panes(*t))
-                .map(|(_, p)| match p {
-                    PaneRef::Frozen(f) => f.len(),
-                    PaneRef::Hot(_) => 0,
-                })
-                .sum()
-        };
-        let frozen = counted(&store);
-        assert!(frozen > 4 * 24 * 60, "every minute is frozen: {frozen}");
-        assert_eq!(
-            (store.frozen_bytes(), store.body_limit()),
-            (frozen, 2 * frozen)
-        );
-        // Far more than the budget of one byte: many bodies.
-        for h in 1..10 {
-            assert!(store.ensure_body(&0, T0 + h * HOUR_MS, T0 + 2 * DAY_MS, 4));
-        }
-        // A write thaws a pane; the next eviction counts what is still frozen.
-        store.apply(0, T0 + 5 * MINUTE_MS, |s| s.0 += 1);
-        store.evict(frontier, &freeze_all);
-        assert_eq!(store.frozen_bytes(), counted(&store));
-        // Dropped panes no longer count.
-        let keep_two_days = Retention {
-            minute_ms: 2 * DAY_MS,
-            ..freeze_all
-        };
-        store.evict(frontier, &keep_two_days);
-        assert_eq!(store.frozen_bytes(), counted(&store));
-        assert!(store.frozen_bytes() < frozen - 24 * 60);
-        // No budget: no bodies, whatever is frozen.
-        let (mut none, _) = three_days();
-        none = none.with_body_budget(0);
-        none.evict(frontier, &freeze_all);
-        assert!(none.frozen_bytes() > 0);
-        assert_eq!(none.body_limit(), 0);
-        assert!(!none.ensure_body(&0, T0 + HOUR_MS, T0 + DAY_MS, 4));
     }
 
     #[test]

@@ -86,6 +86,9 @@ pub struct EngineSection {
     pub case_ttl: String,
     pub response_target: String,
     pub follow_up_deadline: String,
+    /// Memory per partition for cached window bodies (MiB; 0 disables them). Results do
+    /// not depend on it; throughput with many long windows over busy series does.
+    pub window_body_mib: u64,
     /// Rolling windows; setting the list replaces the defaults.
     pub windows: Vec<WindowSection>,
 }
@@ -124,6 +127,7 @@ impl Default for EngineSection {
             case_ttl: "7d".to_string(),
             response_target: "24h".to_string(),
             follow_up_deadline: "24h".to_string(),
+            window_body_mib: (EngineConfig::default().window_body_bytes >> 20) as u64,
             windows: vec![
                 window("1h", "minute"),
                 window("24h", "hour"),
@@ -972,6 +976,11 @@ fn engine_settings(e: &EngineSection, o: &Origins) -> Result<EngineConfig, Confi
         case_ttl_ms: o.duration("engine.case_ttl", &e.case_ttl)?,
         response_target_ms: o.duration("engine.response_target", &e.response_target)?,
         follow_up_deadline_ms: o.duration("engine.follow_up_deadline", &e.follow_up_deadline)?,
+        window_body_bytes: e
+            .window_body_mib
+            .checked_mul(1 << 20)
+            .and_then(|b| usize::try_from(b).ok())
+            .ok_or_else(|| o.invalid("engine.window_body_mib", "is too large"))?,
         // Runtime choices (e.g. persist_panes) are made by the command that runs the engine.
         ..EngineConfig::default()
     };

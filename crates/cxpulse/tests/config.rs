@@ -40,6 +40,7 @@ fn environment_overrides_every_kind_of_key() {
             ("CXPULSE_ENGINE__PRESET_SEGMENTS", "enterprise, smb"),
             ("CXPULSE_ENGINE__WINDOWS", r#"[{ name = "2h", length = "2h" }, { name = "3d", length = "3d", slide = "5m" }]"#),
             ("CXPULSE_ENGINE__UTC_OFFSET", "+03:30"),
+            ("CXPULSE_ENGINE__WINDOW_BODY_MIB", "512"),
             ("CXPULSE_GENERATOR__EVENTS_PER_SECOND", "12.5"),
             ("CXPULSE_GENERATOR__SEGMENTS", r#"["a", "b"]"#),
             ("CXPULSE_METRICS__LISTEN", "0.0.0.0:9999"),
@@ -67,6 +68,7 @@ fn environment_overrides_every_kind_of_key() {
     assert!(!s.engine.calendar_days);
     assert_eq!(s.engine.preset_segments, ["enterprise", "smb"]);
     assert_eq!(s.engine.utc_offset_minutes, 210);
+    assert_eq!(s.engine.window_body_bytes, 512 << 20);
     let w = &s.engine.windows;
     assert_eq!(w.len(), 2);
     assert_eq!(
@@ -202,6 +204,8 @@ fn bad_values_name_the_key_and_why() {
         ),
         "{e}"
     );
+    let e = err("[engine]\nwindow_body_mib = 17592186044416\n", &[]);
+    assert!(e.starts_with("engine.window_body_mib: is too large"), "{e}");
     let e = err("[engine]\nidle_timeout = \"0s\"\n", &[]);
     assert!(e.starts_with("engine.idle_timeout: must be >= 1 ms"), "{e}");
     let e = err("[[engine.windows]]\nname = \"1h\"\nlength = \"1h\"\n[[engine.windows]]\nname = \"1h\"\nlength = \"2h\"\n", &[]);
