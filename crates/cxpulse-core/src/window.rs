@@ -402,7 +402,8 @@ impl<S: Freeze> TierPanes<S> {
 
 /// A cached merge of one series over an hour-aligned range `[from, to)` of closed panes:
 /// the **body** that the windows ending in one hour read between their head and the
-/// minutes of that hour (see `docs/incremental-evaluation.md`). Every write that lands in
+/// minutes of that hour (see `docs/incremental-evaluation.md`), or over one [`BLOCK_MS`]
+/// block of minutes before a head's first full hour (a **block**). Every write that lands in
 /// the range is applied to the body as to the panes (write-through), so the body stays the
 /// merge of the panes that tile the range; rollups, freezing and eviction move pane
 /// content without changing it.
@@ -417,6 +418,13 @@ struct Body<S> {
     needs_prepare: bool,
     /// Its footprint when it was built (what it counts for in the store's budget).
     bytes: usize,
+}
+
+impl<S> Body<S> {
+    /// A [`BLOCK_MS`] block of minutes (every other body covers whole hours).
+    fn is_block(&self) -> bool {
+        self.to - self.from < HOUR_MS
+    }
 }
 
 /// The panes of one series (one group key) in the three tiers, and its cached bodies.
@@ -872,9 +880,7 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
                 let empty = series.is_empty();
                 let newest = series.bodies_until;
                 freed += series.drop_bodies(|b| {
-                    !empty
-                        && b.used >= generation
-                        && (b.to - b.from < HOUR_MS || b.to + HOUR_MS >= newest)
+                    !empty && b.used >= generation && (b.is_block() || b.to + HOUR_MS >= newest)
                 });
             }
         }
@@ -919,7 +925,7 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
             let base = series
                 .bodies
                 .iter()
-                .filter(|b| b.from == from && b.to < to && b.to - b.from >= HOUR_MS)
+                .filter(|b| b.from == from && b.to < to && !b.is_block())
                 .max_by_key(|b| b.to);
             let rest_from = match base {
                 Some(b) => {
@@ -1254,7 +1260,7 @@ mod tests {
         let mut acc = Sum::default();
         store.merge_range_into(&0, start, end, &mut acc);
         assert_eq!(acc.0, minutes_sum(start, end) + 500);
-        // Not a whole block, or too few panes: no block.
+        // Fewer panes than asked for: no block.
         assert!(!store.ensure_body(&0, block.1, block.1 + BLOCK_MS, 11));
         // Kept while asked for, whatever newer bodies the series holds; then dropped.
         let keep_all = Retention {
