@@ -22,7 +22,7 @@ use crate::events::{
     Channel, CxEvent, Millis, SurveyMetric, TouchpointEvent, TouchpointKind, DAY_MS, HOUR_MS,
     MINUTE_MS,
 };
-use crate::expiry::ExpiryQueue;
+use crate::expiry::{ExpiryQueue, MinuteBuckets};
 use crate::kpi::{KpiSnapshot, KpiState, NpsGroup};
 use crate::segments::{SegmentGuard, SegmentId, ALL_LABEL};
 use crate::settled::{join, words, SettledCases};
@@ -472,7 +472,7 @@ impl AgedCase {
 #[derive(Clone, Debug, Default)]
 struct AgedCases {
     cases: FxHashMap<u128, AgedCase>,
-    due: ExpiryQueue<[u64; 2]>,
+    due: MinuteBuckets<[u64; 2]>,
 }
 
 /// A case's first response and resolution (what it contributes).
@@ -513,17 +513,18 @@ impl AgedCases {
         cfg: &EngineConfig,
         mut left: impl FnMut(u128, &AgedCase, bool),
     ) {
-        while let Some((_, hash)) = self.due.pop_before(floor) {
-            let hash = join(hash);
-            let Some(aged) = self.cases.get(&hash) else {
-                continue;
-            };
+        let cases = &mut self.cases;
+        self.due.drain_before(floor, |words| {
+            let hash = join(words);
+            let aged = cases.get(&hash)?;
             let expired = aged.is_expired(floor, cfg);
             if expired || aged.is_settled(floor) {
                 left(hash, aged, !expired);
-                self.cases.remove(&hash);
+                cases.remove(&hash);
+                return None;
             }
-        }
+            Some(aged.due(cfg))
+        });
     }
 
     fn len(&self) -> usize {
