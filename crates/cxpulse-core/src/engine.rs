@@ -499,8 +499,9 @@ impl AgedCases {
             (aged.first_response(cfg), aged.resolution(cfg)),
         );
         aged.record(kind, t);
-        if aged.due(cfg) < due {
-            self.due.push(aged.due(cfg), words(hash));
+        let now_due = aged.due(cfg);
+        if now_due < due {
+            self.due.push(now_due, words(hash));
         }
         Some((before, (aged.first_response(cfg), aged.resolution(cfg))))
     }

@@ -73,10 +73,7 @@ pub(crate) struct MinuteBuckets<K> {
 impl<K: Copy> MinuteBuckets<K> {
     /// Queues `key` to be looked at once the floor passes `at`.
     pub(crate) fn push(&mut self, at: Millis, key: K) {
-        self.buckets
-            .entry(at.div_euclid(MINUTE_MS) * MINUTE_MS)
-            .or_default()
-            .push(key);
+        self.buckets.entry(minute_of(at)).or_default().push(key);
     }
 
     /// Hands `look` every key queued at a time that may lie before `limit`: each key of
@@ -89,7 +86,7 @@ impl<K: Copy> MinuteBuckets<K> {
         limit: Millis,
         mut look: impl FnMut(K) -> Option<Millis>,
     ) {
-        let current = limit.div_euclid(MINUTE_MS) * MINUTE_MS;
+        let current = minute_of(limit);
         let mut again = Vec::new();
         while let Some(entry) = self.buckets.first_entry() {
             if *entry.key() >= current {
@@ -119,6 +116,11 @@ impl<K: Copy> MinuteBuckets<K> {
             .map(|keys| 48 + keys.capacity() * std::mem::size_of::<K>())
             .sum()
     }
+}
+
+/// The start of the (UTC) minute holding `t`: the bucket of [`MinuteBuckets`].
+fn minute_of(t: Millis) -> Millis {
+    t.div_euclid(MINUTE_MS) * MINUTE_MS
 }
 
 #[cfg(test)]

@@ -423,8 +423,13 @@ struct Body<S> {
 impl<S> Body<S> {
     /// A [`BLOCK_MS`] block of minutes (every other body covers whole hours).
     fn is_block(&self) -> bool {
-        self.to - self.from < HOUR_MS
+        is_block(self.from, self.to)
     }
+}
+
+/// Whether `[from, to)` is the range of a block (bodies over hours are an hour or longer).
+fn is_block(from: Millis, to: Millis) -> bool {
+    to - from == BLOCK_MS
 }
 
 /// The panes of one series (one group key) in the three tiers, and its cached bodies.
@@ -526,7 +531,7 @@ impl<S: Freeze> PaneSeries<S> {
         let mut t = from;
         while t < to {
             let next = (grid.floor(t, BLOCK_MS) + BLOCK_MS).min(to);
-            match (next - t == BLOCK_MS).then(|| self.body(t, next)).flatten() {
+            match is_block(t, next).then(|| self.body(t, next)).flatten() {
                 Some(block) => {
                     acc.merge(block);
                     merged += 1;
@@ -900,8 +905,12 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
         let grid = self.grid;
         let generation = self.body_generation;
         let series = &mut self.series[id as usize];
-        let block = to - from == BLOCK_MS && grid.floor(from, BLOCK_MS) == from;
-        debug_assert!(block || (from < to && grid.floor(from, HOUR_MS) == from));
+        let block = is_block(from, to);
+        debug_assert!(if block {
+            grid.floor(from, BLOCK_MS) == from
+        } else {
+            from < to && grid.floor(from, HOUR_MS) == from
+        });
         if let Some(body) = series
             .bodies
             .iter_mut()
