@@ -432,6 +432,30 @@ fn is_block(from: Millis, to: Millis) -> bool {
     to - from == BLOCK_MS
 }
 
+/// Whether a body (over hours, not a block) can stand for the hour-aligned range
+/// `[a1, b1)`: it lies inside it, leaving at most an hour pane uncovered at either end.
+///
+/// So one body serves the heads of two consecutive hours of a window: a window with a day
+/// tail keeps its start (`[a1, b1)`, then `[a1, b1 + 1 h)`), and a window with an hour tail
+/// moves its start by an hour too (`[a1 + 1 h, b1 + 1 h)`). The body kept is their
+/// intersection `[a1, b1 − 1 h)` when asked for `[a1, b1)`
+/// ([`PaneStore::ensure_body`]), and a head reads it plus an hour pane or two.
+fn serves<S>(body: &Body<S>, a1: Millis, b1: Millis) -> bool {
+    !body.is_block()
+        && a1 <= body.from
+        && body.from <= a1 + HOUR_MS
+        && b1 - HOUR_MS <= body.to
+        && body.to <= b1
+}
+
+/// The body of `bodies` that serves `[a1, b1)` ([`serves`]): the one ending last, then
+/// starting first (the newest; older ones are then no longer asked for, and go).
+fn serving<S>(bodies: &[Body<S>], a1: Millis, b1: Millis) -> Option<usize> {
+    (0..bodies.len())
+        .filter(|&i| serves(&bodies[i], a1, b1))
+        .max_by_key(|&i| (bodies[i].to, std::cmp::Reverse(bodies[i].from)))
+}
+
 /// The panes of one series (one group key) in the three tiers, and its cached bodies.
 #[derive(Clone, Debug)]
 pub struct PaneSeries<S: Freeze> {
@@ -513,12 +537,16 @@ impl<S: Freeze> PaneSeries<S> {
         }
         let mut merged = self.merge_minutes(grid, from, a1, acc);
         merged += self.merge_minutes(grid, b1, to, acc);
-        if let Some(body) = self.body(a1, b1) {
-            acc.merge(body);
-            return merged + 1;
+        if let Some(body) = serving(&self.bodies, a1, b1).map(|i| &self.bodies[i]) {
+            acc.merge(&body.state);
+            return merged
+                + 1
+                + self.merge_closed_range(grid, a1, body.from, acc)
+                + self.merge_closed_range(grid, body.to, b1, acc);
         }
         merged + self.merge_closed_range(grid, a1, b1, acc)
     }
+
 
     /// Merges the minute panes starting in `[from, to)` into `acc`, reading each whole
     /// [`BLOCK_MS`] block from its body when one is cached. Returns how many panes and
@@ -911,35 +939,78 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
         } else {
             from < to && grid.floor(from, HOUR_MS) == from
         });
-        if let Some(body) = series
-            .bodies
-            .iter_mut()
-            .find(|b| b.from == from && b.to == to)
-        {
-            body.used = generation;
-            return true;
+        if block {
+            if let Some(body) = series
+                .bodies
+                .iter_mut()
+                .find(|b| b.from == from && b.to == to)
+            {
+                body.used = generation;
+                return true;
+            }
+        } else {
+            if let Some(i) = serving(&series.bodies, from, to) {
+                series.bodies[i].used = generation;
+                return true;
+            }
+        }
+        // A body over hours covers what this hour's heads and the next hour's share.
+        let to = if block { to } else { to - HOUR_MS };
+        if from >= to {
+            return false;
         }
         let panes = if block {
             series.tiers[Tier::Minute.index()].count_range(from, to)
         } else {
             series.closed_pane_count(&grid, from, to)
         };
-        if self.body_bytes >= self.body_budget || panes < min_panes {
+        if panes < min_panes {
+            return false;
+        }
+        // The body of an earlier hour with the same start (a window with a day tail).
+        let base = (!block)
+            .then(|| {
+                series
+                    .bodies
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| b.from == from && b.to < to && !b.is_block())
+                    .max_by_key(|(_, b)| b.to)
+                    .map(|(i, _)| i)
+            })
+            .flatten();
+        // Grown in place unless it was asked for in this generation (the heads of its own
+        // hours, which it no longer serves once grown, may still be read).
+        if let Some(i) = base.filter(|&i| series.bodies[i].used < generation) {
+            let mut state = std::mem::take(&mut series.bodies[i].state);
+            let grown_from = series.bodies[i].to;
+            series.merge_closed_range(&grid, grown_from, to, &mut state);
+            state.prepare();
+            let bytes = state.footprint();
+            let body = &mut series.bodies[i];
+            self.body_bytes = self.body_bytes - body.bytes + bytes;
+            *body = Body {
+                from,
+                to,
+                state,
+                used: generation,
+                needs_prepare: false,
+                bytes,
+            };
+            series.bodies_until = series.bodies_until.max(to);
+            return true;
+        }
+        if self.body_bytes >= self.body_budget {
             return false;
         }
         let mut state = S::default();
         if block {
             series.merge_tier_range(Tier::Minute, from, to, &mut state);
         } else {
-            let base = series
-                .bodies
-                .iter()
-                .filter(|b| b.from == from && b.to < to && !b.is_block())
-                .max_by_key(|b| b.to);
             let rest_from = match base {
-                Some(b) => {
-                    state = b.state.clone();
-                    b.to
+                Some(i) => {
+                    state = series.bodies[i].state.clone();
+                    series.bodies[i].to
                 }
                 None => from,
             };
@@ -947,6 +1018,14 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
         }
         state.prepare();
         let bytes = state.footprint();
+        // A body of the same length ending earlier and not asked for in this generation
+        // (a window with an hour tail, an hour ago) is served by the new one: it goes now
+        // rather than at the next eviction.
+        if !block {
+            self.body_bytes -= series.drop_bodies(|b| {
+                b.is_block() || b.to - b.from != to - from || b.to >= to || b.used >= generation
+            });
+        }
         series.bodies.push(Body {
             from,
             to,
@@ -1197,37 +1276,127 @@ mod tests {
             .sum()
     }
 
+    const KEEP_ALL: Retention = Retention {
+        minute_ms: 10 * DAY_MS,
+        hour_ms: 10 * DAY_MS,
+        day_ms: 10 * DAY_MS,
+        freeze_ms: 10 * DAY_MS,
+    };
+
     #[test]
-    fn body_is_the_merge_of_its_range_and_follows_writes_into_it() {
-        let (mut store, _) = three_days();
+    fn a_body_serves_two_hours_of_heads_and_follows_writes_into_it() {
+        let (mut store, frontier) = three_days();
         let (from, to) = (T0 + 5 * HOUR_MS, T0 + 2 * DAY_MS + 3 * HOUR_MS);
-        // Two hour panes: cheaper to merge than to keep.
-        assert!(!store.ensure_body(&0, T0 + HOUR_MS, T0 + 3 * HOUR_MS, 4));
-        assert!(store.ensure_body(&0, from, to, 4));
         let body = |store: &PaneStore<u8, Sum>, from, to| {
             store.series(&0).and_then(|s| s.body(from, to)).map(|b| b.0)
         };
-        assert_eq!(body(&store, from, to), Some(minutes_sum(from, to)));
-        // A window reading the body: head minutes, the body, tail minutes.
+        let read = |store: &PaneStore<u8, Sum>, start, end| {
+            let mut acc = Sum::default();
+            let merged = store.merge_range_into(&0, start, end, &mut acc);
+            (merged, acc.0)
+        };
+        // Two hours: the part shared with the next hour is one hour pane, not worth keeping.
+        assert!(!store.ensure_body(&0, T0 + HOUR_MS, T0 + 3 * HOUR_MS, 2));
+        assert!(store.ensure_body(&0, from, to, 4));
+        // What is kept is the part this hour's heads share with the next hour's.
+        assert_eq!(store.body_count(), 1);
+        assert_eq!(
+            body(&store, from, to - HOUR_MS),
+            Some(minutes_sum(from, to - HOUR_MS))
+        );
+        // This hour's windows: head minutes, the body and the hour after it, tail minutes.
         let (start, end) = (from - 7 * MINUTE_MS, to + 9 * MINUTE_MS);
-        let mut acc = Sum::default();
-        assert_eq!(store.merge_range_into(&0, start, end, &mut acc), 7 + 1 + 9);
-        assert_eq!(acc.0, minutes_sum(start, end));
-        // Writes into the range reach the body; writes after it do not.
+        assert_eq!(
+            read(&store, start, end),
+            (7 + 2 + 9, minutes_sum(start, end))
+        );
+        // The previous hour's windows with an hour tail: the hour before the body, the body.
+        let (start, end) = (from - HOUR_MS - 7 * MINUTE_MS, to - HOUR_MS + 9 * MINUTE_MS);
+        assert_eq!(
+            read(&store, start, end),
+            (7 + 2 + 9, minutes_sum(start, end))
+        );
+        // Two hours beyond it: not served, read in panes.
+        let (start, end) = (from, to + HOUR_MS);
+        assert!(read(&store, start, end).0 > 3);
+        assert_eq!(read(&store, start, end).1, minutes_sum(start, end));
+        // Writes into the range reach the body; writes around it do not.
         store.apply(0, T0 + DAY_MS + 30 * MINUTE_MS, |s| s.0 += 1000);
-        store.apply(0, to, |s| s.0 += 50_000);
+        store.apply(0, to - HOUR_MS, |s| s.0 += 50_000);
         store.apply(0, from - MINUTE_MS, |s| s.0 += 70_000);
         store.prepare_reads();
-        assert_eq!(body(&store, from, to), Some(minutes_sum(from, to) + 1000));
-        // The next hour's body grows from this one, with the same content as the panes.
+        assert_eq!(
+            body(&store, from, to - HOUR_MS),
+            Some(minutes_sum(from, to - HOUR_MS) + 1000)
+        );
+        let (start, end) = (from - 7 * MINUTE_MS, to + 9 * MINUTE_MS);
+        let written = 1000 + 50_000 + 70_000;
+        assert_eq!(
+            read(&store, start, end).1,
+            minutes_sum(start, end) + written
+        );
+        // The next hour with the same start (a day tail), asked for while this hour's heads
+        // may still be read: a longer body is built from this one, which stays.
         assert!(store.ensure_body(&0, from, to + HOUR_MS, 4));
+        assert_eq!(store.body_count(), 2);
+        assert_eq!(
+            body(&store, from, to),
+            Some(minutes_sum(from, to) + 1000 + 50_000)
+        );
+        // After an eviction, the hour after that grows the newest body in place.
+        store.evict(frontier, &KEEP_ALL);
+        assert!(store.ensure_body(&0, from, to + 2 * HOUR_MS, 4));
+        assert_eq!(store.body_count(), 2);
+        assert_eq!(body(&store, from, to), None);
         assert_eq!(
             body(&store, from, to + HOUR_MS),
             Some(minutes_sum(from, to + HOUR_MS) + 1000 + 50_000)
         );
+        let (start, end) = (from, to + 2 * HOUR_MS);
+        assert_eq!(
+            read(&store, start, end),
+            (2, minutes_sum(start, end) + 51_000)
+        );
+        assert!(
+            store.ensure_body(&0, from, to + HOUR_MS, 4),
+            "asked again: served"
+        );
         assert_eq!(store.body_count(), 2);
-        assert!(store.ensure_body(&0, from, to, 4), "asked again: kept");
-        assert_eq!(store.body_count(), 2);
+    }
+
+    #[test]
+    fn a_sliding_body_replaces_the_one_of_the_hour_before_last() {
+        let (mut store, frontier) = three_days();
+        let (from, to) = (T0 + 5 * HOUR_MS, T0 + DAY_MS + 5 * HOUR_MS);
+        let ranges = |store: &PaneStore<u8, Sum>| {
+            let series = store.series(&0).unwrap();
+            let mut r: Vec<(Millis, Millis)> =
+                series.bodies.iter().map(|b| (b.from, b.to)).collect();
+            r.sort_unstable();
+            r
+        };
+        assert!(store.ensure_body(&0, from, to, 4));
+        // The next hour of a window with an hour tail, in the same generation: both stay.
+        let h = HOUR_MS;
+        assert!(store.ensure_body(&0, from + h, to + h, 4));
+        assert_eq!(ranges(&store), [(from, to - h), (from + h, to)]);
+        // The previous hour's heads are read from the newer body.
+        let mut acc = Sum::default();
+        assert_eq!(store.merge_range_into(&0, from, to, &mut acc), 2);
+        assert_eq!(acc.0, minutes_sum(from, to));
+        // In a later generation, the next body replaces those not asked for since: it
+        // serves the heads of its own hour and of the hour before.
+        store.evict(frontier, &KEEP_ALL);
+        assert!(store.ensure_body(&0, from + 2 * h, to + 2 * h, 4));
+        assert_eq!(ranges(&store), [(from + 2 * h, to + h)]);
+        let bytes = store.body_bytes();
+        let mut acc = Sum::default();
+        assert_eq!(store.merge_range_into(&0, from + h, to + h, &mut acc), 2);
+        assert_eq!(acc.0, minutes_sum(from + h, to + h));
+        store.evict(frontier, &KEEP_ALL);
+        assert!(store.ensure_body(&0, from + 3 * h, to + 3 * h, 4));
+        assert_eq!(ranges(&store), [(from + 3 * h, to + 2 * h)]);
+        assert_eq!(store.body_bytes(), bytes, "nothing left behind");
     }
 
     #[test]
@@ -1302,11 +1471,12 @@ mod tests {
             day_ms: 10 * DAY_MS,
             freeze_ms: 10 * DAY_MS,
         };
+        // Asked for [from, to + 1 h), each keeps [from, to).
         let a = (T0 + 2 * HOUR_MS, T0 + DAY_MS + 5 * HOUR_MS);
         let b = (T0 + HOUR_MS, T0 + DAY_MS + 6 * HOUR_MS);
         let c = (T0 + 3 * HOUR_MS, T0 + DAY_MS + 4 * HOUR_MS);
         for (from, to) in [a, b, c] {
-            assert!(store.ensure_body(&0, from, to, 4));
+            assert!(store.ensure_body(&0, from, to + HOUR_MS, 4));
         }
         store.evict(frontier, &keep_all);
         let series = store.series(&0).unwrap();
@@ -1315,7 +1485,7 @@ mod tests {
             series.body(c.0, c.1).is_none(),
             "ends more than an hour before the newest body"
         );
-        assert!(store.ensure_body(&0, a.0, a.1, 4));
+        assert!(store.ensure_body(&0, a.0, a.1 + HOUR_MS, 4));
         store.evict(frontier, &keep_all);
         let series = store.series(&0).unwrap();
         assert!(series.body(a.0, a.1).is_some() && series.body(b.0, b.1).is_none());

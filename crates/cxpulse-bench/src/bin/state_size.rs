@@ -92,6 +92,17 @@ fn main() {
         max_ends_per_advance: Some(1),
         ..engine_config(4)
     };
+    // `BODY_MIB`: memory for cached window bodies (default: the engine's).
+    let cfg = match std::env::var("BODY_MIB")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+    {
+        Some(m) => cxpulse_core::EngineConfig {
+            window_body_bytes: (m * 1048576.0) as usize,
+            ..cfg
+        },
+        None => cfg,
+    };
     let mut engine = KpiEngine::new(cfg).expect("valid config");
     let rss_before = status_kib("VmRSS:").unwrap_or(0);
     let heap_before = LIVE.load(Ordering::Relaxed);
