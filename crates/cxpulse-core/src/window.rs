@@ -547,7 +547,6 @@ impl<S: Freeze> PaneSeries<S> {
         merged + self.merge_closed_range(grid, a1, b1, acc)
     }
 
-
     /// Merges the minute panes starting in `[from, to)` into `acc`, reading each whole
     /// [`BLOCK_MS`] block from its body when one is cached. Returns how many panes and
     /// bodies were merged.
