@@ -420,6 +420,23 @@ struct Body<S> {
     bytes: usize,
 }
 
+impl<S: Mergeable> Body<S> {
+    /// A body over `[from, to)` holding `state` (prepared here for reading), asked for in
+    /// `generation`.
+    fn new(from: Millis, to: Millis, mut state: S, generation: u64) -> Self {
+        state.prepare();
+        let bytes = state.footprint();
+        Body {
+            from,
+            to,
+            state,
+            used: generation,
+            needs_prepare: false,
+            bytes,
+        }
+    }
+}
+
 impl<S> Body<S> {
     /// A [`BLOCK_MS`] block of minutes (every other body covers whole hours).
     fn is_block(&self) -> bool {
@@ -984,18 +1001,9 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
             let mut state = std::mem::take(&mut series.bodies[i].state);
             let grown_from = series.bodies[i].to;
             series.merge_closed_range(&grid, grown_from, to, &mut state);
-            state.prepare();
-            let bytes = state.footprint();
-            let body = &mut series.bodies[i];
-            self.body_bytes = self.body_bytes - body.bytes + bytes;
-            *body = Body {
-                from,
-                to,
-                state,
-                used: generation,
-                needs_prepare: false,
-                bytes,
-            };
+            let grown = Body::new(from, to, state, generation);
+            self.body_bytes = self.body_bytes - series.bodies[i].bytes + grown.bytes;
+            series.bodies[i] = grown;
             series.bodies_until = series.bodies_until.max(to);
             return true;
         }
@@ -1015,8 +1023,7 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
             };
             series.merge_closed_range(&grid, rest_from, to, &mut state);
         }
-        state.prepare();
-        let bytes = state.footprint();
+        let body = Body::new(from, to, state, generation);
         // A body of the same length ending earlier and not asked for in this generation
         // (a window with an hour tail, an hour ago) is served by the new one: it goes now
         // rather than at the next eviction.
@@ -1025,16 +1032,9 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
                 b.is_block() || b.to - b.from != to - from || b.to >= to || b.used >= generation
             });
         }
-        series.bodies.push(Body {
-            from,
-            to,
-            state,
-            used: generation,
-            needs_prepare: false,
-            bytes,
-        });
+        self.body_bytes += body.bytes;
+        series.bodies.push(body);
         series.bodies_until = series.bodies_until.max(to);
-        self.body_bytes += bytes;
         true
     }
 
