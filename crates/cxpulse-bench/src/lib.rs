@@ -347,6 +347,15 @@ fn empty_survey() -> cxpulse_core::SurveyResponse {
     }
 }
 
+/// The memory for cached window bodies that the benches' `BODY_MIB` variable sets (MiB),
+/// else `default`.
+pub fn body_bytes_from_env(default: usize) -> usize {
+    std::env::var("BODY_MIB")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(default, |mib| (mib * 1048576.0) as usize)
+}
+
 /// Engine configuration with `n` rolling windows (defaults otherwise), keeping the changed
 /// panes for the sink as `cxpulse run` does.
 pub fn engine_config(n_windows: usize) -> EngineConfig {

@@ -936,68 +936,78 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
         self.body_bytes -= freed;
     }
 
-    /// Makes sure `key`'s series caches a body over the hour-aligned range `[from, to)` of
-    /// closed panes, when that range holds at least `min_panes` hour and day panes (fewer
-    /// are cheaper to merge than to keep). Built from a body over a shorter range with the
-    /// same start if there is one (the windows of the next hour), else from the panes.
-    /// The range may also be one [`BLOCK_MS`] block of minutes (`from` aligned to it):
-    /// the body then merges its minute panes. Returns whether the body is there.
+    /// Makes sure `key`'s series caches a body that serves the heads of the hour-aligned
+    /// range `[from, to)` (see [`serves`]): when none does, it keeps `[from, to − 1 h)`, the
+    /// part the next hour's heads share, if that holds at least `min_panes` hour and day
+    /// panes (fewer are cheaper to merge than to keep). A body over a shorter range with the
+    /// same start (a window with a day tail, an hour ago) is grown in place when it was not
+    /// asked for in this generation, else the new one is built from it.
+    /// The range may also be one [`BLOCK_MS`] block of minutes (`from` aligned to it),
+    /// cached as is when it holds `min_panes` minute panes. Returns whether a body is there.
     pub fn ensure_body(&mut self, key: &K, from: Millis, to: Millis, min_panes: usize) -> bool {
         let Some(&id) = self.ids.get(key) else {
             return false;
         };
+        if is_block(from, to) {
+            debug_assert_eq!(self.grid.floor(from, BLOCK_MS), from);
+            self.ensure_block(id, from, to, min_panes)
+        } else {
+            debug_assert!(from < to && self.grid.floor(from, HOUR_MS) == from);
+            self.ensure_hours_body(id, from, to, min_panes)
+        }
+    }
+
+    /// [`PaneStore::ensure_body`] for a block.
+    fn ensure_block(&mut self, id: SeriesId, from: Millis, to: Millis, min_panes: usize) -> bool {
+        let generation = self.body_generation;
+        let series = &mut self.series[id as usize];
+        if let Some(body) = series
+            .bodies
+            .iter_mut()
+            .find(|b| b.from == from && b.to == to)
+        {
+            body.used = generation;
+            return true;
+        }
+        let minutes = &series.tiers[Tier::Minute.index()];
+        if minutes.count_range(from, to) < min_panes || self.body_bytes >= self.body_budget {
+            return false;
+        }
+        let mut state = S::default();
+        minutes.merge_range(from, to, &mut state);
+        self.add_body(id, Body::new(from, to, state, generation));
+        true
+    }
+
+    /// [`PaneStore::ensure_body`] for a range of hours.
+    fn ensure_hours_body(
+        &mut self,
+        id: SeriesId,
+        from: Millis,
+        to: Millis,
+        min_panes: usize,
+    ) -> bool {
         let grid = self.grid;
         let generation = self.body_generation;
         let series = &mut self.series[id as usize];
-        let block = is_block(from, to);
-        debug_assert!(if block {
-            grid.floor(from, BLOCK_MS) == from
-        } else {
-            from < to && grid.floor(from, HOUR_MS) == from
-        });
-        if block {
-            if let Some(body) = series
-                .bodies
-                .iter_mut()
-                .find(|b| b.from == from && b.to == to)
-            {
-                body.used = generation;
-                return true;
-            }
-        } else {
-            if let Some(i) = serving(&series.bodies, from, to) {
-                series.bodies[i].used = generation;
-                return true;
-            }
+        if let Some(i) = serving(&series.bodies, from, to) {
+            series.bodies[i].used = generation;
+            return true;
         }
-        // A body over hours covers what this hour's heads and the next hour's share.
-        let to = if block { to } else { to - HOUR_MS };
-        if from >= to {
+        let to = to - HOUR_MS;
+        if from >= to || series.closed_pane_count(&grid, from, to) < min_panes {
             return false;
         }
-        let panes = if block {
-            series.tiers[Tier::Minute.index()].count_range(from, to)
-        } else {
-            series.closed_pane_count(&grid, from, to)
-        };
-        if panes < min_panes {
-            return false;
-        }
-        // The body of an earlier hour with the same start (a window with a day tail).
-        let base = (!block)
-            .then(|| {
-                series
-                    .bodies
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, b)| b.from == from && b.to < to && !b.is_block())
-                    .max_by_key(|(_, b)| b.to)
-                    .map(|(i, _)| i)
-            })
-            .flatten();
-        // Grown in place unless it was asked for in this generation (the heads of its own
-        // hours, which it no longer serves once grown, may still be read).
+        let base = series
+            .bodies
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.from == from && b.to < to && !b.is_block())
+            .max_by_key(|(_, b)| b.to)
+            .map(|(i, _)| i);
         if let Some(i) = base.filter(|&i| series.bodies[i].used < generation) {
+            // Grown in place: the heads of its own hours, which it no longer serves once
+            // grown, were not read in this generation.
             let mut state = std::mem::take(&mut series.bodies[i].state);
             let grown_from = series.bodies[i].to;
             series.merge_closed_range(&grid, grown_from, to, &mut state);
@@ -1010,32 +1020,27 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
         if self.body_bytes >= self.body_budget {
             return false;
         }
-        let mut state = S::default();
-        if block {
-            series.merge_tier_range(Tier::Minute, from, to, &mut state);
-        } else {
-            let rest_from = match base {
-                Some(i) => {
-                    state = series.bodies[i].state.clone();
-                    series.bodies[i].to
-                }
-                None => from,
-            };
-            series.merge_closed_range(&grid, rest_from, to, &mut state);
-        }
-        let body = Body::new(from, to, state, generation);
+        let (mut state, rest_from) = match base {
+            Some(i) => (series.bodies[i].state.clone(), series.bodies[i].to),
+            None => (S::default(), from),
+        };
+        series.merge_closed_range(&grid, rest_from, to, &mut state);
         // A body of the same length ending earlier and not asked for in this generation
         // (a window with an hour tail, an hour ago) is served by the new one: it goes now
         // rather than at the next eviction.
-        if !block {
-            self.body_bytes -= series.drop_bodies(|b| {
-                b.is_block() || b.to - b.from != to - from || b.to >= to || b.used >= generation
-            });
-        }
+        self.body_bytes -= series.drop_bodies(|b| {
+            b.is_block() || b.to - b.from != to - from || b.to >= to || b.used >= generation
+        });
+        self.add_body(id, Body::new(from, to, state, generation));
+        true
+    }
+
+    /// Caches `body` in series `id`.
+    fn add_body(&mut self, id: SeriesId, body: Body<S>) {
+        let series = &mut self.series[id as usize];
+        series.bodies_until = series.bodies_until.max(body.to);
         self.body_bytes += body.bytes;
         series.bodies.push(body);
-        series.bodies_until = series.bodies_until.max(to);
-        true
     }
 
     /// The panes written since the last call (still present; evicted ones are skipped), for
@@ -1440,20 +1445,14 @@ mod tests {
         // Fewer panes than asked for: no block.
         assert!(!store.ensure_body(&0, block.1, block.1 + BLOCK_MS, 11));
         // Kept while asked for, whatever newer bodies the series holds; then dropped.
-        let keep_all = Retention {
-            minute_ms: 10 * DAY_MS,
-            hour_ms: 10 * DAY_MS,
-            day_ms: 10 * DAY_MS,
-            freeze_ms: 10 * DAY_MS,
-        };
         assert!(store.ensure_body(&0, T0 + HOUR_MS, T0 + 2 * DAY_MS, 2));
-        store.evict(frontier, &keep_all);
+        store.evict(frontier, &KEEP_ALL);
         assert!(store.ensure_body(&0, block.0, block.1, 2));
         assert!(store.ensure_body(&0, T0 + HOUR_MS, T0 + 2 * DAY_MS, 2));
-        store.evict(frontier, &keep_all);
+        store.evict(frontier, &KEEP_ALL);
         let series = store.series(&0).unwrap();
         assert!(series.body(block.0, block.1).is_some(), "asked for: kept");
-        store.evict(frontier, &keep_all);
+        store.evict(frontier, &KEEP_ALL);
         let series = store.series(&0).unwrap();
         assert!(
             series.body(block.0, block.1).is_none(),
@@ -1464,12 +1463,6 @@ mod tests {
     #[test]
     fn bodies_are_kept_while_asked_for_and_recent() {
         let (mut store, frontier) = three_days();
-        let keep_all = Retention {
-            minute_ms: 10 * DAY_MS,
-            hour_ms: 10 * DAY_MS,
-            day_ms: 10 * DAY_MS,
-            freeze_ms: 10 * DAY_MS,
-        };
         // Asked for [from, to + 1 h), each keeps [from, to).
         let a = (T0 + 2 * HOUR_MS, T0 + DAY_MS + 5 * HOUR_MS);
         let b = (T0 + HOUR_MS, T0 + DAY_MS + 6 * HOUR_MS);
@@ -1477,7 +1470,7 @@ mod tests {
         for (from, to) in [a, b, c] {
             assert!(store.ensure_body(&0, from, to + HOUR_MS, 4));
         }
-        store.evict(frontier, &keep_all);
+        store.evict(frontier, &KEEP_ALL);
         let series = store.series(&0).unwrap();
         assert!(series.body(a.0, a.1).is_some() && series.body(b.0, b.1).is_some());
         assert!(
@@ -1485,7 +1478,7 @@ mod tests {
             "ends more than an hour before the newest body"
         );
         assert!(store.ensure_body(&0, a.0, a.1 + HOUR_MS, 4));
-        store.evict(frontier, &keep_all);
+        store.evict(frontier, &KEEP_ALL);
         let series = store.series(&0).unwrap();
         assert!(series.body(a.0, a.1).is_some() && series.body(b.0, b.1).is_none());
         assert!(store.body_bytes() > 0);

@@ -9,7 +9,7 @@
 //! approximate bytes held in panes, the heap the engine holds (live allocations counted by
 //! this binary's allocator, after the generator is dropped) and the process's resident
 //! memory (VmRSS/VmHWM, which include the generator's pending follow-up events).
-use cxpulse_bench::{engine_config, generator_config, Profile};
+use cxpulse_bench::{body_bytes_from_env, engine_config, generator_config, Profile};
 use cxpulse_core::window::Tier;
 use cxpulse_core::{IngestOutcome, KpiEngine, DAY_MS};
 use cxpulse_gen::Generator;
@@ -93,15 +93,9 @@ fn main() {
         ..engine_config(4)
     };
     // `BODY_MIB`: memory for cached window bodies (default: the engine's).
-    let cfg = match std::env::var("BODY_MIB")
-        .ok()
-        .and_then(|v| v.parse::<f64>().ok())
-    {
-        Some(m) => cxpulse_core::EngineConfig {
-            window_body_bytes: (m * 1048576.0) as usize,
-            ..cfg
-        },
-        None => cfg,
+    let cfg = cxpulse_core::EngineConfig {
+        window_body_bytes: body_bytes_from_env(cfg.window_body_bytes),
+        ..cfg
     };
     let mut engine = KpiEngine::new(cfg).expect("valid config");
     let rss_before = status_kib("VmRSS:").unwrap_or(0);

@@ -16,7 +16,8 @@
 //! is 10 minutes ahead of the last emitted end. `CADENCE=n` emits every `n` records instead
 //! (`CADENCE=10000`: every Kafka poll batch, the stress case of the earlier sessions).
 use cxpulse_bench::{
-    encoded_traffic, engine_config, run, run_on, with_layered_history, Cadence, Profile,
+    body_bytes_from_env, encoded_traffic, engine_config, run, run_on, with_layered_history,
+    Cadence, Profile,
 };
 use std::time::Instant;
 
@@ -81,8 +82,7 @@ fn main() {
             let defaults = engine_config(windows);
             let cfg = cxpulse_core::EngineConfig {
                 // `BODY_MIB`: memory for cached window bodies (default: the engine's).
-                window_body_bytes: env_f64("BODY_MIB")
-                    .map_or(defaults.window_body_bytes, |m| (m * 1048576.0) as usize),
+                window_body_bytes: body_bytes_from_env(defaults.window_body_bytes),
                 ..defaults
             };
             // The history emits only the last end of each window per advance (fast); the
