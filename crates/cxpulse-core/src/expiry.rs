@@ -175,9 +175,7 @@ mod tests {
             let mut limits = limits;
             limits.sort();
             for limit in limits {
-                let mut seen = std::collections::BTreeSet::new();
                 buckets.drain_before(limit, |k| {
-                    seen.insert(k);
                     match due.get(&k) {
                         Some(&t) if t < limit => {
                             due.remove(&k);
