@@ -199,8 +199,12 @@ pub const DAY_WINDOW_NAME: &str = "day";
 pub trait Freeze: Mergeable {
     /// The compact form.
     type Frozen: Clone + std::fmt::Debug;
-    /// The compact form of a prepared state: `thaw(&freeze(s)) == s`.
-    fn freeze(&self) -> Self::Frozen;
+    /// The compact form of a prepared state of a pane of `tier`: `thaw(&freeze(s)) == s`.
+    /// Minute and hour panes are read at every window end (the edges of every head, and
+    /// the tails of windows with a minute or an hour tail): their form may trade room for
+    /// reading speed. Day panes are read when a window's body is built, or at each end of
+    /// a window left without one.
+    fn freeze(&self, tier: Tier) -> Self::Frozen;
     fn thaw(frozen: &Self::Frozen) -> Self;
     /// The same as `self.merge(&Self::thaw(frozen))`, without building the thawed state.
     fn merge_frozen(&mut self, frozen: &Self::Frozen);
@@ -376,7 +380,8 @@ impl<S: Freeze> TierPanes<S> {
 
     /// Freezes the writable panes of length `len` that end at or before `limit`, except
     /// those still flagged for persistence.
-    fn freeze_until(&mut self, limit: Millis, len: Millis) -> usize {
+    fn freeze_until(&mut self, limit: Millis, tier: Tier) -> usize {
+        let len = tier.len_ms();
         let mut frozen = 0;
         let mut first_hot = None;
         let mut i = self.hot_from;
@@ -387,7 +392,7 @@ impl<S: Freeze> TierPanes<S> {
             if let Slot::Hot(p) = slot {
                 if p.flags & NEEDS_PERSIST == 0 {
                     p.state.prepare();
-                    *slot = Slot::Frozen(p.state.freeze());
+                    *slot = Slot::Frozen(p.state.freeze(tier));
                     frozen += 1;
                 } else {
                     first_hot.get_or_insert(i);
@@ -923,7 +928,7 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
                 let panes = &mut series.tiers[tier.index()];
                 // Keep panes whose end is after the cut: start > cut - len.
                 panes.drop_before(cut[tier.index()] - tier.len_ms() + 1);
-                panes.freeze_until(freeze_limit, tier.len_ms());
+                panes.freeze_until(freeze_limit, tier);
             }
             if !series.bodies.is_empty() {
                 let empty = series.is_empty();
@@ -1178,7 +1183,7 @@ mod tests {
     /// Frozen as text, so that a frozen pane is visibly another representation.
     impl Freeze for Sum {
         type Frozen = String;
-        fn freeze(&self) -> String {
+        fn freeze(&self, _tier: Tier) -> String {
             self.0.to_string()
         }
         fn thaw(frozen: &String) -> Self {

@@ -5,7 +5,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use cxpulse_sketch::{DurationSketch, Hll};
+use cxpulse_sketch::{DurationSketch, Hll, Reads};
 
 /// splitmix64: deterministic, well-mixed 64-bit values for the benchmarks.
 fn mix(mut x: u64) -> u64 {
@@ -147,9 +147,44 @@ fn bench_hll(c: &mut Criterion) {
             let mut out = Vec::with_capacity(8192);
             b.iter(|| {
                 out.clear();
-                sketch.write_compact(&mut out);
+                sketch.write_compact(Reads::Rarely, &mut out);
                 out.len()
             })
+        });
+    }
+    // Reading a frozen pane into a window's dense accumulator: an hour of a busy series
+    // (about 5,000 registers set) and a nearly full sketch (the nibble form).
+    // Written for panes read often: the bitmap form.
+    for (name, keys, seed, reads) in [
+        (
+            "merge_compact/hour_6000_into_dense",
+            6_000,
+            23,
+            Reads::Rarely,
+        ),
+        (
+            "merge_compact/hour_6000_into_dense_often",
+            6_000,
+            23,
+            Reads::Often,
+        ),
+        (
+            "merge_compact/full_60000_into_dense",
+            60_000,
+            24,
+            Reads::Rarely,
+        ),
+        ("merge_compact/one_into_dense", 1, 25, Reads::Rarely),
+    ] {
+        let mut frozen = Vec::new();
+        hll_with(keys, seed).write_compact(reads, &mut frozen);
+        let target = Hll::from_bytes(&dense_base_bytes).expect("own encoding");
+        g.bench_function(name, |b| {
+            b.iter_batched_ref(
+                || target.clone(),
+                |d| d.merge_compact(black_box(&frozen)),
+                BatchSize::SmallInput,
+            )
         });
     }
     g.bench_function("merge/dense_into_dense_unchanged", |b| {

@@ -29,6 +29,7 @@
 //! a dense sketch is `O(1)` in the number of registers; a dense ← dense merge
 //! that raises many registers leaves it stale, to be recounted when read.
 
+use crate::compact::Reads;
 use crate::varint::{put_u64, Reader};
 use crate::{sorted, SketchError};
 use std::sync::{Arc, OnceLock};
@@ -610,8 +611,11 @@ impl Hll {
     /// written, e.g. closed time panes: read them with [`merge_compact`](Self::merge_compact)
     /// or [`from_compact`](Self::from_compact). Not a wire format: persist
     /// [`to_bytes`](Self::to_bytes).
-    pub fn write_compact(&self, out: &mut Vec<u8>) {
-        crate::compact::write(&self.pairs(), out);
+    ///
+    /// `reads` says how often the sketch will be read: [`Reads::Often`] may take a larger
+    /// form that reads faster (see [`crate::compact`]).
+    pub fn write_compact(&self, reads: Reads, out: &mut Vec<u8>) {
+        crate::compact::write(&self.pairs(), reads, out);
     }
 
     /// Register-wise maximum with the compact encoding at the front of `bytes` (written by

@@ -43,6 +43,7 @@ pub mod quantile;
 mod sorted;
 mod varint;
 
+pub use compact::Reads;
 pub use error::SketchError;
 pub use hll::Hll;
 pub use quantile::DurationSketch;

@@ -1,7 +1,7 @@
 //! Property tests for `Hll`, checked against an independent register model.
 
 use cxpulse_sketch::hll::{MAX_RANK, REGISTERS, SPARSE_MAX_ENTRIES};
-use cxpulse_sketch::{Hll, SketchError};
+use cxpulse_sketch::{Hll, Reads, SketchError};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
@@ -46,6 +46,8 @@ fn hashes() -> impl Strategy<Value = Vec<u64>> {
         4 => prop::collection::vec(any::<u64>(), 0..200),
         2 => prop::collection::vec(any::<u64>(), 900..1300),
         1 => prop::collection::vec(any::<u64>(), 2000..4000),
+        // About a third of the registers set (the bitmap form, when read often).
+        1 => prop::collection::vec(any::<u64>(), 5000..9000),
         1 => prop::collection::vec((0u64..16384, 0u32..64).prop_map(|(i, s)| (i << 50) | ((1u64 << 50) - 1) >> s), 0..100),
         // Most registers set (the compact encoding's nibble form).
         1 => prop::collection::vec(any::<u64>(), 40_000..80_000),
@@ -60,6 +62,15 @@ fn maybe_dense(hs: &[u64], dense: bool) -> Hll {
         h.densify();
     }
     h
+}
+
+/// Either kind of reads a compact encoding is written for.
+fn reads(often: bool) -> Reads {
+    if often {
+        Reads::Often
+    } else {
+        Reads::Rarely
+    }
 }
 
 proptest! {
@@ -178,10 +189,10 @@ proptest! {
     /// The compact in-memory encoding decodes to the same registers, whatever the
     /// representation written and the one merged into, and reports exactly its own length.
     #[test]
-    fn compact_round_trip_and_merge(a in hashes(), b in hashes(), da: bool, db: bool) {
+    fn compact_round_trip_and_merge(a in hashes(), b in hashes(), da: bool, db: bool, often: bool) {
         let sa = maybe_dense(&a, da);
         let mut bytes = Vec::new();
-        sa.write_compact(&mut bytes);
+        sa.write_compact(reads(often), &mut bytes);
         let len = bytes.len();
         // Trailing bytes (the next part of a frozen pane) are not read.
         bytes.extend_from_slice(&[0xff, 0x00, 0x7f]);
@@ -219,14 +230,14 @@ proptest! {
         h.merge(&Hll::new());
         prop_assert!(h.is_empty());
         let mut compact = Vec::new();
-        Hll::new().write_compact(&mut compact);
+        Hll::new().write_compact(Reads::Rarely, &mut compact);
         prop_assert_eq!(h.merge_compact(&compact), Ok(compact.len()));
         prop_assert!(h.is_empty());
         h.merge(&maybe_dense(&a, da));
         prop_assert_eq!(h.is_empty(), a.is_empty());
         let mut via_compact = empty_dense.clone();
         compact.clear();
-        sketch(&b).write_compact(&mut compact);
+        sketch(&b).write_compact(Reads::Rarely, &mut compact);
         prop_assert_eq!(via_compact.merge_compact(&compact), Ok(compact.len()));
         prop_assert_eq!(via_compact.is_empty(), b.is_empty());
         let mut via_insert = empty_dense.clone();
@@ -247,7 +258,7 @@ proptest! {
         let original_pairs: Vec<_> = original.register_pairs().collect();
         let other = maybe_dense(&b, db);
         let mut compact = Vec::new();
-        other.write_compact(&mut compact);
+        other.write_compact(Reads::Rarely, &mut compact);
 
         let mut by_insert = original.clone();
         for &x in &b {
@@ -281,9 +292,9 @@ proptest! {
     }
 
     #[test]
-    fn compact_corrupt_never_panics(hs in hashes(), dense: bool, pos in any::<prop::sample::Index>(), byte in any::<u8>(), into_dense: bool) {
+    fn compact_corrupt_never_panics(hs in hashes(), dense: bool, pos in any::<prop::sample::Index>(), byte in any::<u8>(), into_dense: bool, often: bool) {
         let mut bytes = Vec::new();
-        maybe_dense(&hs, dense).write_compact(&mut bytes);
+        maybe_dense(&hs, dense).write_compact(reads(often), &mut bytes);
         let i = pos.index(bytes.len());
         bytes[i] = byte;
         let mut h = maybe_dense(&[], into_dense);
@@ -311,7 +322,7 @@ fn compact_edge_cases() {
                 h.densify();
             }
             let mut bytes = Vec::new();
-            h.write_compact(&mut bytes);
+            h.write_compact(Reads::Rarely, &mut bytes);
             let (back, used) = Hll::from_compact(&bytes).expect("decodes");
             assert_eq!(used, bytes.len());
             assert_eq!(back.register_pairs().collect::<Vec<_>>(), pairs);
@@ -328,7 +339,7 @@ fn compact_edge_cases() {
             }
         }
         let mut bytes = Vec::new();
-        h.write_compact(&mut bytes);
+        h.write_compact(Reads::Rarely, &mut bytes);
         bytes
     };
     assert_eq!(check(vec![]), vec![0], "empty: one byte");
@@ -347,7 +358,7 @@ fn compact_edge_cases() {
     let full =
         Hll::from_register_pairs((0..REGISTERS as u16).map(|i| (i, MAX_RANK))).expect("valid");
     let mut bytes = Vec::new();
-    full.write_compact(&mut bytes);
+    full.write_compact(Reads::Rarely, &mut bytes);
     assert_eq!(Hll::from_compact(&bytes).expect("decodes").0, full);
 }
 
@@ -535,14 +546,14 @@ proptest! {
                 }
                 Op::MergeCompact(k, j) => {
                     let mut bytes = Vec::new();
-                    pool[j].write_compact(&mut bytes);
+                    pool[j].write_compact(Reads::Rarely, &mut bytes);
                     prop_assert_eq!(pool[k].merge_compact(&bytes), Ok(bytes.len()));
                     let o = models[j].clone();
                     max_regs(&mut models[k], &o);
                 }
                 Op::FromCompact(k, j) => {
                     let mut bytes = Vec::new();
-                    pool[j].write_compact(&mut bytes);
+                    pool[j].write_compact(Reads::Rarely, &mut bytes);
                     let (h, used) = Hll::from_compact(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
                     prop_assert_eq!(used, bytes.len());
                     pool[k] = h;
