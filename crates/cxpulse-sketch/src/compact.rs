@@ -570,8 +570,8 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<(Compact<'_>, usize), SketchError> {
 
 /// Calls `f(index, rank)` for every register of the encoding at the front of `bytes`, in
 /// increasing index order; returns how many bytes the encoding took.
-#[inline]
-pub(crate) fn for_each(bytes: &[u8], f: impl FnMut(usize, u8)) -> Result<usize, SketchError> {
+#[cfg(test)]
+fn for_each(bytes: &[u8], f: impl FnMut(usize, u8)) -> Result<usize, SketchError> {
     let (form, used) = parse(bytes)?;
     form.for_each(f)?;
     Ok(used)

@@ -623,8 +623,13 @@ impl Hll {
     /// the fly: `O(entries)` into a dense sketch, a linear list merge into a sparse one.
     pub fn merge_compact(&mut self, bytes: &[u8]) -> Result<usize, SketchError> {
         self.flush_pending();
+        let (form, used) = crate::compact::parse(bytes)?;
+        if matches!(self.repr, Repr::Sparse(_)) && form.registers() > SPARSE_MAX_ENTRIES as u64 {
+            // The union is dense (a window accumulator taking a large frozen pane first):
+            // decode straight into registers rather than into a list to merge.
+            self.densify();
+        }
         if let Repr::Dense(d) = &mut self.repr {
-            let (form, used) = crate::compact::parse(bytes)?;
             let d = Arc::make_mut(d);
             match form {
                 // A register-wise maximum, vectorized.
@@ -640,7 +645,7 @@ impl Hll {
             return Ok(used);
         }
         let mut list = Vec::new();
-        let used = crate::compact::for_each(bytes, |i, r| list.push(pack(i as u32, r)))?;
+        form.for_each(|i, r| list.push(pack(i as u32, r)))?;
         if !list.is_empty() {
             self.merge_normalized(&Hll {
                 repr: Repr::Sparse(list),
