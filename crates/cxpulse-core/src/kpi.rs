@@ -548,16 +548,13 @@ impl KpiState {
             if has(bit) {
                 let within_target = c.u64();
                 let len = c.u64() as usize;
-                let sketch = DurationSketch::from_bytes(c.take(len)).expect(FROZEN_BUG);
                 let tally = if bit == part::FIRST_RESPONSE {
                     self.first_response_mut()
                 } else {
                     self.resolution_mut()
                 };
-                tally.merge(&ResponseTimeTally {
-                    sketch,
-                    within_target,
-                });
+                tally.sketch.merge_bytes(c.take(len)).expect(FROZEN_BUG);
+                tally.within_target += within_target;
             }
         }
         if has(part::CLOSED_LOOP) {

@@ -256,6 +256,25 @@ fn bench_dd(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // A window's response times taking another window's (both dense over ~580 buckets).
+    let big2 = dd_with(100_000, 6);
+    g.bench_function("merge/big_into_big", |b| {
+        b.iter_batched_ref(
+            || big.clone(),
+            |s| s.merge(black_box(&big2)),
+            BatchSize::SmallInput,
+        )
+    });
+    // A frozen pane's sketch, read into a window's.
+    let frozen = bb.to_bytes();
+    g.bench_function("merge_bytes/50_into_big", |b| {
+        b.iter_batched_ref(
+            || big.clone(),
+            |s| s.merge_bytes(black_box(&frozen)),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("clone/big", |b| b.iter(|| black_box(&big).clone()));
     g.bench_function("quantile/p99_sketch_of_50", |b| {
         b.iter(|| black_box(&a).quantile(black_box(0.99)))
     });

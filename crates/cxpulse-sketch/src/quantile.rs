@@ -109,20 +109,293 @@ fn index_of(ms: i64) -> usize {
 ///   concatenated data (same buckets, bit-for-bit), hence associative and
 ///   commutative. [`subtract`](Self::subtract) and [`remove`](Self::remove)
 ///   invert [`merge`](Self::merge) and [`add`](Self::add).
-/// * The representation is sparse: a sorted `Vec<(bucket index, count)>` with
-///   no empty buckets plus a zero-bucket count, so an empty sketch does not
-///   allocate and a sketch with `k` non-empty buckets uses `16·k` heap bytes.
-///   Equality ([`PartialEq`]) is therefore equality of the bucket contents.
+/// * The buckets take one of two forms, chosen by density. Sparse: a sorted
+///   `Vec<(bucket index, count)>` without empty buckets, 16 heap bytes a bucket, so
+///   an empty sketch does not allocate. Dense, once a sketch holds at least
+///   [`DENSE_MIN_BUCKETS`] buckets that fill at least half of the index range
+///   they span: one count per index of that range, 8 bytes each (no larger than
+///   the sparse form), merged by adding slices and written by indexing, with no
+///   search and no shifting. A dense sketch whose range grows goes back to the
+///   sparse form once less than a quarter of the range is used. The form never
+///   shows: equality ([`PartialEq`]), [`buckets`](Self::buckets) and
+///   [`to_bytes`](Self::to_bytes) are about the bucket contents only.
 ///
 /// Counts saturate at `u64::MAX` (per bucket and in [`count`](Self::count))
 /// instead of overflowing; that is the only case in which the exactness
 /// guarantees above do not hold, and it needs more than 1.8·10^19 values.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct DurationSketch {
     zero_count: u64,
-    /// Sorted by index, indices unique and in `0..=MAX_BUCKET_INDEX`, counts > 0.
-    buckets: Vec<(i32, u64)>,
+    buckets: Buckets,
 }
+
+/// How many non-empty buckets a sketch holds before it may take the dense form.
+pub const DENSE_MIN_BUCKETS: usize = 24;
+
+/// The log buckets of a [`DurationSketch`] (see its docs for when each form is used).
+#[derive(Clone, Debug)]
+enum Buckets {
+    /// `(index, count)` sorted by index, indices unique and in
+    /// `0..=MAX_BUCKET_INDEX`, counts > 0.
+    Sparse(Vec<(i32, u64)>),
+    /// `counts[i]` is the count of bucket `lo + i`, every index in
+    /// `0..=MAX_BUCKET_INDEX`; the first and the last count are non-zero.
+    Dense { lo: i32, counts: Vec<u64> },
+}
+
+impl Default for Buckets {
+    fn default() -> Self {
+        Buckets::Sparse(Vec::new())
+    }
+}
+
+/// Whether `nonzero` buckets spread over `span` indices take the dense form.
+fn dense_suits(span: usize, nonzero: usize) -> bool {
+    nonzero >= DENSE_MIN_BUCKETS && span <= 2 * nonzero
+}
+
+/// Whether a dense sketch stays dense after its range changed (hysteresis: it
+/// went dense at half the range used, it goes back below a quarter).
+fn dense_stays(span: usize, nonzero: usize) -> bool {
+    span <= 4 * nonzero
+}
+
+/// The non-empty log buckets of a sketch, ascending by index.
+pub struct BucketIter<'a>(BucketIterForm<'a>);
+
+enum BucketIterForm<'a> {
+    Sparse(std::slice::Iter<'a, (i32, u64)>),
+    Dense {
+        lo: i32,
+        at: usize,
+        counts: &'a [u64],
+    },
+}
+
+impl Iterator for BucketIter<'_> {
+    type Item = (i32, u64);
+
+    #[inline]
+    fn next(&mut self) -> Option<(i32, u64)> {
+        match &mut self.0 {
+            BucketIterForm::Sparse(it) => it.next().copied(),
+            BucketIterForm::Dense { lo, at, counts } => {
+                while let Some(&c) = counts.get(*at) {
+                    *at += 1;
+                    if c != 0 {
+                        return Some((*lo + (*at - 1) as i32, c));
+                    }
+                }
+                None
+            }
+        }
+    }
+}
+
+impl Buckets {
+    fn iter(&self) -> BucketIter<'_> {
+        BucketIter(match self {
+            Buckets::Sparse(list) => BucketIterForm::Sparse(list.iter()),
+            Buckets::Dense { lo, counts } => BucketIterForm::Dense {
+                lo: *lo,
+                at: 0,
+                counts,
+            },
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        // A dense range is trimmed to non-zero ends, hence never empty.
+        matches!(self, Buckets::Sparse(list) if list.is_empty())
+    }
+
+    fn nonzero(&self) -> usize {
+        match self {
+            Buckets::Sparse(list) => list.len(),
+            Buckets::Dense { counts, .. } => counts.iter().filter(|&&c| c != 0).count(),
+        }
+    }
+
+    /// `(first, last)` non-empty bucket index.
+    fn range(&self) -> Option<(i32, i32)> {
+        match self {
+            Buckets::Sparse(list) => Some((list.first()?.0, list.last()?.0)),
+            Buckets::Dense { lo, counts } => Some((*lo, *lo + counts.len() as i32 - 1)),
+        }
+    }
+
+    fn count_of(&self, idx: i32) -> u64 {
+        match self {
+            Buckets::Sparse(list) => list
+                .binary_search_by_key(&idx, |b| b.0)
+                .map_or(0, |p| list[p].1),
+            Buckets::Dense { lo, counts } => usize::try_from(idx - lo)
+                .ok()
+                .and_then(|i| counts.get(i).copied())
+                .unwrap_or(0),
+        }
+    }
+
+    /// The dense form of a sparse list; the list must not be empty.
+    fn dense_from(list: &[(i32, u64)]) -> Buckets {
+        let (lo, hi) = match (list.first(), list.last()) {
+            (Some(f), Some(l)) => (f.0, l.0),
+            _ => return Buckets::Sparse(Vec::new()),
+        };
+        let mut counts = vec![0; (hi - lo + 1) as usize];
+        for &(idx, c) in list {
+            counts[(idx - lo) as usize] = c;
+        }
+        Buckets::Dense { lo, counts }
+    }
+
+    /// Takes the dense form if the buckets suit it (see [`dense_suits`]).
+    fn densify_if_suited(&mut self) {
+        if let Buckets::Sparse(list) = self {
+            if let (Some(f), Some(l)) = (list.first(), list.last()) {
+                if dense_suits((l.0 - f.0 + 1) as usize, list.len()) {
+                    *self = Buckets::dense_from(list);
+                }
+            }
+        }
+    }
+
+    /// After a dense range changed: trims zero counts off both ends, and takes the
+    /// sparse form if the range is empty or has become too sparse.
+    fn settle_dense(&mut self) {
+        let Buckets::Dense { lo, counts } = self else {
+            return;
+        };
+        let Some(first) = counts.iter().position(|&c| c != 0) else {
+            *self = Buckets::Sparse(Vec::new());
+            return;
+        };
+        let last = counts.iter().rposition(|&c| c != 0).unwrap_or(first);
+        counts.truncate(last + 1);
+        if first > 0 {
+            counts.drain(..first);
+            *lo += first as i32;
+        }
+        if !dense_stays(counts.len(), self.nonzero()) {
+            *self = Buckets::Sparse(self.iter().collect());
+        }
+    }
+
+    /// Widens a dense range to cover `from..=to` (new indices count zero); returns
+    /// whether it grew. No-op on the sparse form.
+    fn cover(&mut self, from: i32, to: i32) -> bool {
+        let Buckets::Dense { lo, counts } = self else {
+            return false;
+        };
+        let hi = *lo + counts.len() as i32 - 1;
+        let mut grew = false;
+        if to > hi {
+            counts.resize(counts.len() + (to - hi) as usize, 0);
+            grew = true;
+        }
+        if from < *lo {
+            let extra = (*lo - from) as usize;
+            counts.splice(0..0, std::iter::repeat_n(0, extra));
+            *lo = from;
+            grew = true;
+        }
+        grew
+    }
+
+    /// Adds `n` to bucket `idx` (`n > 0`).
+    fn add(&mut self, idx: i32, n: u64) {
+        match self {
+            Buckets::Sparse(list) => match list.binary_search_by_key(&idx, |b| b.0) {
+                Ok(p) => list[p].1 = list[p].1.saturating_add(n),
+                Err(p) => {
+                    list.insert(p, (idx, n));
+                    self.densify_if_suited();
+                }
+            },
+            Buckets::Dense { .. } => {
+                let grew = self.cover(idx, idx);
+                if let Buckets::Dense { lo, counts } = self {
+                    let slot = &mut counts[(idx - *lo) as usize];
+                    *slot = slot.saturating_add(n);
+                }
+                if grew {
+                    self.settle_dense();
+                }
+            }
+        }
+    }
+
+    /// Takes `n` from bucket `idx`, which must hold at least `n`.
+    fn take(&mut self, idx: i32, n: u64) {
+        match self {
+            Buckets::Sparse(list) => {
+                if let Ok(p) = list.binary_search_by_key(&idx, |b| b.0) {
+                    list[p].1 -= n;
+                    if list[p].1 == 0 {
+                        list.remove(p);
+                    }
+                }
+            }
+            Buckets::Dense { lo, counts } => {
+                let i = (idx - *lo) as usize;
+                counts[i] -= n;
+                if counts[i] == 0 && (i == 0 || i == counts.len() - 1) {
+                    self.settle_dense();
+                }
+            }
+        }
+    }
+
+    fn merge(&mut self, other: &Buckets) {
+        let Some((from, to)) = other.range() else {
+            return;
+        };
+        if let (Buckets::Sparse(dst), Buckets::Sparse(src)) = (&mut *self, other) {
+            let key = |b: &(i32, u64)| b.0;
+            let new = sorted::count_new(dst, src, key);
+            sorted::merge_into(dst, src, new, key, |a, b| (a.0, a.1.saturating_add(b.1)));
+            self.densify_if_suited();
+            return;
+        }
+        // At least one side is dense: so is the union.
+        match self {
+            Buckets::Sparse(dst) if dst.is_empty() => {
+                *self = other.clone();
+                return;
+            }
+            Buckets::Sparse(dst) => *self = Buckets::dense_from(dst),
+            Buckets::Dense { .. } => {}
+        }
+        let grew = self.cover(from, to);
+        if let Buckets::Dense { lo, counts } = self {
+            match other {
+                Buckets::Sparse(src) => {
+                    for &(idx, c) in src {
+                        let slot = &mut counts[(idx - *lo) as usize];
+                        *slot = slot.saturating_add(c);
+                    }
+                }
+                Buckets::Dense { counts: src, .. } => {
+                    let at = (from - *lo) as usize;
+                    for (d, s) in counts[at..at + src.len()].iter_mut().zip(src) {
+                        *d = d.saturating_add(*s);
+                    }
+                }
+            }
+        }
+        if grew {
+            self.settle_dense();
+        }
+    }
+}
+
+impl PartialEq for DurationSketch {
+    fn eq(&self, other: &Self) -> bool {
+        self.zero_count == other.zero_count && self.buckets().eq(other.buckets())
+    }
+}
+
+impl Eq for DurationSketch {}
 
 impl DurationSketch {
     /// The leading byte of [`to_bytes`](Self::to_bytes).
@@ -132,7 +405,17 @@ impl DurationSketch {
     pub const fn new() -> Self {
         DurationSketch {
             zero_count: 0,
-            buckets: Vec::new(),
+            buckets: Buckets::Sparse(Vec::new()),
+        }
+    }
+
+    /// A sketch from a sorted, index-unique list of non-empty buckets.
+    fn from_sorted(zero_count: u64, list: Vec<(i32, u64)>) -> Self {
+        let mut buckets = Buckets::Sparse(list);
+        buckets.densify_if_suited();
+        DurationSketch {
+            zero_count,
+            buckets,
         }
     }
 
@@ -154,11 +437,7 @@ impl DurationSketch {
             self.zero_count = self.zero_count.saturating_add(n);
             return;
         }
-        let idx = index_of(ms) as i32;
-        match self.buckets.binary_search_by_key(&idx, |b| b.0) {
-            Ok(p) => self.buckets[p].1 = self.buckets[p].1.saturating_add(n),
-            Err(p) => self.buckets.insert(p, (idx, n)),
-        }
+        self.buckets.add(index_of(ms) as i32, n);
     }
 
     /// Retracts one earlier [`add`](Self::add) of `ms` (negative values are
@@ -174,28 +453,18 @@ impl DurationSketch {
             return true;
         }
         let idx = index_of(ms) as i32;
-        match self.buckets.binary_search_by_key(&idx, |b| b.0) {
-            Ok(p) => {
-                if self.buckets[p].1 == 1 {
-                    self.buckets.remove(p);
-                } else {
-                    self.buckets[p].1 -= 1;
-                }
-                true
-            }
-            Err(_) => false,
+        if self.buckets.count_of(idx) == 0 {
+            return false;
         }
+        self.buckets.take(idx, 1);
+        true
     }
 
     /// Adds every value of `other` to `self`. Exact: the result equals the
     /// sketch of the concatenated inputs.
     pub fn merge(&mut self, other: &Self) {
         self.zero_count = self.zero_count.saturating_add(other.zero_count);
-        let key = |b: &(i32, u64)| b.0;
-        let new = sorted::count_new(&self.buckets, &other.buckets, key);
-        sorted::merge_into(&mut self.buckets, &other.buckets, new, key, |a, b| {
-            (a.0, a.1.saturating_add(b.1))
-        });
+        self.buckets.merge(&other.buckets);
     }
 
     /// Removes every value of `other` from `self` (the inverse of
@@ -203,42 +472,57 @@ impl DurationSketch {
     /// leaves `self` unchanged if some bucket of `other` holds more than the
     /// same bucket of `self`.
     pub fn subtract(&mut self, other: &Self) -> Result<(), SketchError> {
-        if other.zero_count > self.zero_count {
+        if other.zero_count > self.zero_count
+            || other
+                .buckets()
+                .any(|(idx, c)| self.buckets.count_of(idx) < c)
+        {
             return Err(SketchError::NotContained);
         }
-        // Check containment first (both lists are sorted).
-        let mut i = 0;
-        for &(idx, c) in &other.buckets {
-            while i < self.buckets.len() && self.buckets[i].0 < idx {
-                i += 1;
-            }
-            match self.buckets.get(i) {
-                Some(&(j, have)) if j == idx && have >= c => {}
-                _ => return Err(SketchError::NotContained),
-            }
-        }
         self.zero_count -= other.zero_count;
-        let mut i = 0;
-        for &(idx, c) in &other.buckets {
-            while self.buckets[i].0 < idx {
-                i += 1;
+        match &mut self.buckets {
+            Buckets::Sparse(list) => {
+                // Both ascending: one pass, then drop the emptied buckets.
+                let mut i = 0;
+                for (idx, c) in other.buckets() {
+                    while list[i].0 < idx {
+                        i += 1;
+                    }
+                    list[i].1 -= c;
+                }
+                list.retain(|b| b.1 != 0);
             }
-            self.buckets[i].1 -= c;
+            Buckets::Dense { lo, counts } => {
+                for (idx, c) in other.buckets() {
+                    counts[(idx - *lo) as usize] -= c;
+                }
+                self.buckets.settle_dense();
+            }
         }
-        self.buckets.retain(|b| b.1 != 0);
         Ok(())
     }
 
     /// Number of recorded values (saturating at `u64::MAX`).
     pub fn count(&self) -> u64 {
-        self.buckets
-            .iter()
-            .fold(self.zero_count, |acc, b| acc.saturating_add(b.1))
+        match &self.buckets {
+            Buckets::Sparse(list) => list
+                .iter()
+                .fold(self.zero_count, |acc, b| acc.saturating_add(b.1)),
+            Buckets::Dense { counts, .. } => counts
+                .iter()
+                .fold(self.zero_count, |acc, &c| acc.saturating_add(c)),
+        }
     }
 
     /// `true` if no value is recorded.
     pub fn is_empty(&self) -> bool {
         self.zero_count == 0 && self.buckets.is_empty()
+    }
+
+    /// Whether the buckets are held in the dense form (see the type's docs). The form
+    /// changes speed and memory, never a result.
+    pub fn is_dense(&self) -> bool {
+        matches!(self.buckets, Buckets::Dense { .. })
     }
 
     /// Estimate of the order statistic of 0-based rank `floor(q·(n−1))`:
@@ -280,7 +564,10 @@ impl DurationSketch {
         ranks.sort_unstable();
         let mut next = ranks.iter().peekable();
         let mut cumulative = self.zero_count;
-        for &(idx, c) in &self.buckets {
+        for (idx, c) in self.buckets() {
+            if next.peek().is_none() {
+                break;
+            }
             cumulative = cumulative.saturating_add(c);
             while let Some(&&(rank, i)) = next.peek() {
                 if cumulative <= rank {
@@ -304,14 +591,14 @@ impl DurationSketch {
             return Some(0.0);
         }
         self.buckets
-            .first()
-            .map(|b| Self::bucket_representative(b.0))
+            .range()
+            .map(|(first, _)| Self::bucket_representative(first))
     }
 
     /// Estimate of the largest recorded value, `None` when empty.
     pub fn max_estimate(&self) -> Option<f64> {
-        match self.buckets.last() {
-            Some(b) => Some(Self::bucket_representative(b.0)),
+        match self.buckets.range() {
+            Some((_, last)) => Some(Self::bucket_representative(last)),
             None if self.zero_count > 0 => Some(0.0),
             None => None,
         }
@@ -320,8 +607,8 @@ impl DurationSketch {
     /// The non-empty log buckets as `(index, count)`, in increasing index
     /// order. The zero bucket is reported separately by
     /// [`zero_count`](Self::zero_count).
-    pub fn buckets(&self) -> impl ExactSizeIterator<Item = (i32, u64)> + '_ {
-        self.buckets.iter().copied()
+    pub fn buckets(&self) -> BucketIter<'_> {
+        self.buckets.iter()
     }
 
     /// Number of recorded values `≤ 0`.
@@ -354,10 +641,7 @@ impl DurationSketch {
             prev = Some(idx);
             out.push((idx, c));
         }
-        Ok(DurationSketch {
-            zero_count,
-            buckets: out,
-        })
+        Ok(Self::from_sorted(zero_count, out))
     }
 
     /// Bounds of log bucket `index` in ms: `(lower, upper)`, lower exclusive,
@@ -388,7 +672,7 @@ impl DurationSketch {
             return 0;
         }
         let mut total = self.zero_count;
-        for &(idx, c) in &self.buckets {
+        for (idx, c) in self.buckets() {
             if Self::bucket_bounds(idx).1 > ms {
                 break;
             }
@@ -399,7 +683,10 @@ impl DurationSketch {
 
     /// Approximate heap usage in bytes (the bucket vector's capacity).
     pub fn heap_bytes(&self) -> usize {
-        self.buckets.capacity() * std::mem::size_of::<(i32, u64)>()
+        match &self.buckets {
+            Buckets::Sparse(list) => list.capacity() * std::mem::size_of::<(i32, u64)>(),
+            Buckets::Dense { counts, .. } => counts.capacity() * std::mem::size_of::<u64>(),
+        }
     }
 
     /// Compact binary encoding, format version 1:
@@ -415,12 +702,13 @@ impl DurationSketch {
     ///
     /// Varints are unsigned LEB128. An empty sketch encodes to 3 bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(3 + self.buckets.len() * 3);
+        let k = self.buckets.nonzero();
+        let mut out = Vec::with_capacity(3 + k * 3);
         out.push(Self::FORMAT_VERSION);
         put_u64(&mut out, self.zero_count);
-        put_u64(&mut out, self.buckets.len() as u64);
+        put_u64(&mut out, k as u64);
         let mut prev: Option<i32> = None;
-        for &(idx, c) in &self.buckets {
+        for (idx, c) in self.buckets() {
             match prev {
                 None => put_u64(&mut out, zigzag(i64::from(idx))),
                 Some(p) => put_u64(&mut out, (i64::from(idx) - i64::from(p) - 1) as u64),
@@ -434,6 +722,22 @@ impl DurationSketch {
     /// Decodes [`to_bytes`](Self::to_bytes) output. Corrupt, truncated or
     /// over-long input yields a [`SketchError`]; this never panics.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SketchError> {
+        let (zero_count, buckets) = Self::decode(bytes)?;
+        Ok(Self::from_sorted(zero_count, buckets))
+    }
+
+    /// Merges the sketch encoded in `bytes` by [`to_bytes`](Self::to_bytes) into `self`,
+    /// as `merge(&from_bytes(bytes)?)` but without building that sketch. On error `self`
+    /// is unchanged.
+    pub fn merge_bytes(&mut self, bytes: &[u8]) -> Result<(), SketchError> {
+        let (zero_count, buckets) = Self::decode(bytes)?;
+        self.zero_count = self.zero_count.saturating_add(zero_count);
+        self.buckets.merge(&Buckets::Sparse(buckets));
+        Ok(())
+    }
+
+    /// The zero count and the sorted, validated bucket list of an encoding.
+    fn decode(bytes: &[u8]) -> Result<(u64, Vec<(i32, u64)>), SketchError> {
         let mut r = Reader::new(bytes);
         let version = r.u8()?;
         if version != Self::FORMAT_VERSION {
@@ -466,10 +770,7 @@ impl DurationSketch {
             prev = Some(idx);
         }
         r.finish()?;
-        Ok(DurationSketch {
-            zero_count,
-            buckets,
-        })
+        Ok((zero_count, buckets))
     }
 }
 

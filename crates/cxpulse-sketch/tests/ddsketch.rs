@@ -1,6 +1,6 @@
 //! Property and known-answer tests for `DurationSketch`.
 
-use cxpulse_sketch::quantile::{MAX_BUCKET_INDEX, RELATIVE_ACCURACY};
+use cxpulse_sketch::quantile::{DENSE_MIN_BUCKETS, MAX_BUCKET_INDEX, RELATIVE_ACCURACY};
 use cxpulse_sketch::{DurationSketch, SketchError};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -19,8 +19,55 @@ fn value() -> impl Strategy<Value = i64> {
     ]
 }
 
+/// Durations as a support queue sees them: most within a factor of a few hundred of
+/// each other (a few hundred neighbouring buckets, the dense form), some far away.
+fn clustered() -> impl Strategy<Value = Vec<i64>> {
+    prop::collection::vec(prop_oneof![30 => near(), 1 => value()], 0..400)
+}
+
+/// 1 s to 16 s, log-uniform: about 140 neighbouring buckets.
+fn near() -> impl Strategy<Value = i64> {
+    (0.0f64..4.0).prop_map(|x| (1_000.0 * x.exp2()) as i64)
+}
+
 fn values() -> impl Strategy<Value = Vec<i64>> {
-    prop::collection::vec(value(), 0..300)
+    prop_oneof![prop::collection::vec(value(), 0..300), clustered()]
+}
+
+/// Reference model of a sketch: bucket index (of an independent table search) → count.
+type Model = std::collections::BTreeMap<i32, u64>;
+
+fn model_index(ms: i64) -> i32 {
+    // The smallest i with ms <= γ^i, γ^i by repeated multiplication as the sketch does.
+    let gamma = (1.0 + RELATIVE_ACCURACY) / (1.0 - RELATIVE_ACCURACY);
+    let (mut i, mut g) = (0, 1.0f64);
+    while g < ms as f64 {
+        g *= gamma;
+        i += 1;
+    }
+    i
+}
+
+/// One step of a random history of a sketch.
+#[derive(Clone, Debug)]
+enum Op {
+    Add(i64, u64),
+    Remove(i64),
+    Merge(Vec<i64>),
+    Subtract(Vec<i64>),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    // Mostly a cluster (the dense form), sometimes a neighbour that widens its range,
+    // rarely anything (back to the sparse form).
+    let ms = prop_oneof![60 => near(), 3 => 16_000i64..120_000, 1 => -5i64..10_000_000_000];
+    let many = prop::collection::vec(prop_oneof![60 => near(), 1 => 16_000i64..120_000], 0..80);
+    prop_oneof![
+        6 => (ms.clone(), 1u64..4).prop_map(|(m, n)| Op::Add(m, n)),
+        3 => ms.prop_map(Op::Remove),
+        2 => many.clone().prop_map(Op::Merge),
+        1 => many.prop_map(|mut v| { v.truncate(20); Op::Subtract(v) }),
+    ]
 }
 
 fn sketch_of(vals: &[i64]) -> DurationSketch {
@@ -95,6 +142,10 @@ proptest! {
         let mut all = a.clone();
         all.extend_from_slice(&b);
         prop_assert_eq!(&m, &sketch_of(&all));
+        // Straight from the encoding, too.
+        let mut from_encoding = sketch_of(&a);
+        prop_assert_eq!(from_encoding.merge_bytes(&sketch_of(&b).to_bytes()), Ok(()));
+        prop_assert_eq!(&from_encoding, &m);
         // Order of insertion does not matter either.
         all.reverse();
         prop_assert_eq!(&m, &sketch_of(&all));
@@ -201,8 +252,21 @@ proptest! {
         let mut bytes = sketch_of(&vals).to_bytes();
         let i = pos.index(bytes.len());
         bytes[i] = byte;
-        if let Ok(s) = DurationSketch::from_bytes(&bytes) {
-            prop_assert_eq!(DurationSketch::from_parts(s.zero_count(), s.buckets()), Ok(s.clone()));
+        let target = sketch_of(&vals);
+        let mut merged = target.clone();
+        match DurationSketch::from_bytes(&bytes) {
+            Ok(s) => {
+                prop_assert_eq!(DurationSketch::from_parts(s.zero_count(), s.buckets()), Ok(s.clone()));
+                prop_assert_eq!(merged.merge_bytes(&bytes), Ok(()));
+                let mut expected = target;
+                expected.merge(&s);
+                prop_assert_eq!(merged, expected);
+            }
+            Err(e) => {
+                // The same error, and the target is left as it was.
+                prop_assert_eq!(merged.merge_bytes(&bytes), Err(e));
+                prop_assert_eq!(merged, target);
+            }
         }
     }
 
@@ -221,6 +285,80 @@ proptest! {
         }
         prop_assert_eq!(s.count_at_most(-1.0), 0);
         prop_assert_eq!(s.count_at_most(f64::INFINITY), s.count());
+    }
+
+    /// Whatever form the buckets take on the way (sparse, dense, back: about 60 % of the
+    /// histories visit both), every operation
+    /// leaves exactly the buckets of a plain map, and the encoding, count and equality
+    /// follow the contents only.
+    #[test]
+    fn random_histories_match_a_bucket_map(ops in prop::collection::vec(op(), 0..120)) {
+        let mut s = DurationSketch::new();
+        let (mut model, mut zero) = (Model::new(), 0u64);
+        for op in ops {
+            match op {
+                Op::Add(ms, n) => {
+                    s.add_n(ms, n);
+                    if ms <= 0 { zero += n } else { *model.entry(model_index(ms)).or_default() += n }
+                }
+                Op::Remove(ms) => {
+                    let present = if ms <= 0 { zero > 0 } else { model.contains_key(&model_index(ms)) };
+                    prop_assert_eq!(s.remove(ms), present);
+                    if present && ms <= 0 {
+                        zero -= 1;
+                    } else if present {
+                        let k = model_index(ms);
+                        let c = model.get_mut(&k).map(|c| { *c -= 1; *c });
+                        if c == Some(0) { model.remove(&k); }
+                    }
+                }
+                Op::Merge(vals) => {
+                    s.merge(&sketch_of(&vals));
+                    for ms in vals {
+                        if ms <= 0 { zero += 1 } else { *model.entry(model_index(ms)).or_default() += 1 }
+                    }
+                }
+                Op::Subtract(vals) => {
+                    let mut part = Model::new();
+                    let mut part_zero = 0;
+                    for &ms in &vals {
+                        if ms <= 0 { part_zero += 1 } else { *part.entry(model_index(ms)).or_default() += 1 }
+                    }
+                    let contained = part_zero <= zero
+                        && part.iter().all(|(k, c)| model.get(k).is_some_and(|have| have >= c));
+                    let before = s.clone();
+                    let res = s.subtract(&sketch_of(&vals));
+                    if contained {
+                        prop_assert_eq!(res, Ok(()));
+                        zero -= part_zero;
+                        for (k, c) in part {
+                            let left = model.get_mut(&k).map(|have| { *have -= c; *have });
+                            if left == Some(0) { model.remove(&k); }
+                        }
+                    } else {
+                        prop_assert_eq!(res, Err(SketchError::NotContained));
+                        prop_assert_eq!(&s, &before);
+                    }
+                }
+            }
+            let expected: Vec<(i32, u64)> = model.iter().map(|(&k, &c)| (k, c)).collect();
+            prop_assert_eq!(s.buckets().collect::<Vec<_>>(), expected.clone());
+            prop_assert_eq!(s.zero_count(), zero);
+            prop_assert_eq!(s.count(), zero + model.values().sum::<u64>());
+            prop_assert_eq!(s.is_empty(), zero == 0 && model.is_empty());
+            let rebuilt = DurationSketch::from_parts(zero, expected).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(&rebuilt, &s);
+            prop_assert_eq!(rebuilt.to_bytes(), s.to_bytes());
+            prop_assert_eq!(DurationSketch::from_bytes(&s.to_bytes()), Ok(s.clone()));
+            prop_assert_eq!(
+                s.min_estimate(),
+                if zero > 0 { Some(0.0) } else { model.keys().next().map(|&k| DurationSketch::bucket_representative(k)) }
+            );
+            prop_assert_eq!(
+                s.max_estimate(),
+                model.keys().last().map(|&k| DurationSketch::bucket_representative(k)).or((zero > 0).then_some(0.0))
+            );
+        }
     }
 
     #[test]
@@ -392,6 +530,53 @@ fn saturating_counts_do_not_panic() {
     assert_eq!(DurationSketch::from_bytes(&t.to_bytes()), Ok(t));
 }
 
+/// The dense form is taken once enough neighbouring buckets fill, costs no more heap
+/// than the sparse form would, and is left when an outlier stretches the range too far.
+#[test]
+fn dense_form_is_taken_and_left_by_density() {
+    let mut s = DurationSketch::new();
+    // 1.0 s ... 1.5 s: about 20 buckets, every one used.
+    let mut ms = 1_000;
+    while s.buckets().count() < DENSE_MIN_BUCKETS - 1 {
+        s.add(ms);
+        ms += 17;
+    }
+    assert!(!s.is_dense());
+    while s.buckets().count() < DENSE_MIN_BUCKETS {
+        s.add(ms);
+        ms += 17;
+    }
+    assert!(s.is_dense());
+    let k = s.buckets().count();
+    assert!(
+        s.heap_bytes() <= 16 * k,
+        "{} bytes for {k} buckets",
+        s.heap_bytes()
+    );
+    let reference = DurationSketch::from_bytes(&s.to_bytes()).expect("round trip");
+    assert_eq!(reference, s);
+    // An outlier within 4k indices keeps the form, one beyond leaves it.
+    let near = s.buckets().map(|b| b.0).max().unwrap_or(0) + 3 * k as i32;
+    let near_ms = DurationSketch::bucket_bounds(near).1.floor() as i64;
+    s.add(near_ms);
+    assert!(s.is_dense());
+    s.add(3_000_000_000);
+    assert!(!s.is_dense());
+    assert!(s.remove(3_000_000_000));
+    assert!(s.remove(near_ms));
+    assert_eq!(s, reference);
+    // Merging a dense sketch into an empty one, or a sparse one into a dense one.
+    let mut e = DurationSketch::new();
+    e.merge(&reference);
+    assert!(e.is_dense());
+    let mut one = DurationSketch::new();
+    one.add(1_200);
+    e.merge(&one);
+    assert_eq!(e.count(), reference.count() + 1);
+    assert!(e.subtract(&one).is_ok());
+    assert_eq!(e, reference);
+}
+
 #[test]
 fn heap_is_sparse() {
     let mut s = DurationSketch::new();
@@ -399,5 +584,6 @@ fn heap_is_sparse() {
         s.add(ms);
     }
     assert!(s.heap_bytes() <= 4 * 16 * 2, "{}", s.heap_bytes());
-    assert!(std::mem::size_of::<DurationSketch>() <= 32);
+    // Zero count, form tag, range start, vector (boxed inside a KPI state).
+    assert!(std::mem::size_of::<DurationSketch>() <= 40);
 }
