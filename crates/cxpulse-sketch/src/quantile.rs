@@ -730,6 +730,28 @@ impl DurationSketch {
     /// as `merge(&from_bytes(bytes)?)` but without building that sketch. On error `self`
     /// is unchanged.
     pub fn merge_bytes(&mut self, bytes: &[u8]) -> Result<(), SketchError> {
+        if let Buckets::Dense { .. } = self.buckets {
+            // Validate and find the range first, then add straight into the counts.
+            let mut range: Option<(i32, i32)> = None;
+            let zero_count = Self::decode_with(bytes, |idx, _| {
+                range = Some(range.map_or((idx, idx), |(first, _)| (first, idx)));
+            })?;
+            self.zero_count = self.zero_count.saturating_add(zero_count);
+            let Some((first, last)) = range else {
+                return Ok(());
+            };
+            let grew = self.buckets.cover(first, last);
+            if let Buckets::Dense { lo, counts } = &mut self.buckets {
+                Self::decode_with(bytes, |idx, c| {
+                    let slot = &mut counts[(idx - *lo) as usize];
+                    *slot = slot.saturating_add(c);
+                })?;
+            }
+            if grew {
+                self.buckets.settle_dense();
+            }
+            return Ok(());
+        }
         let (zero_count, buckets) = Self::decode(bytes)?;
         self.zero_count = self.zero_count.saturating_add(zero_count);
         self.buckets.merge(&Buckets::Sparse(buckets));
@@ -738,6 +760,15 @@ impl DurationSketch {
 
     /// The zero count and the sorted, validated bucket list of an encoding.
     fn decode(bytes: &[u8]) -> Result<(u64, Vec<(i32, u64)>), SketchError> {
+        let mut buckets = Vec::new();
+        let zero_count = Self::decode_with(bytes, |idx, c| buckets.push((idx, c)))?;
+        Ok((zero_count, buckets))
+    }
+
+    /// Validates an encoding, calling `bucket(index, count)` for each bucket in
+    /// increasing index order as it goes; returns the zero count. On error some
+    /// buckets may have been reported already.
+    fn decode_with(bytes: &[u8], mut bucket: impl FnMut(i32, u64)) -> Result<u64, SketchError> {
         let mut r = Reader::new(bytes);
         let version = r.u8()?;
         if version != Self::FORMAT_VERSION {
@@ -749,7 +780,6 @@ impl DurationSketch {
         if k > (r.remaining() / 2) as u64 || k > TABLE_LEN as u64 {
             return Err(SketchError::BadLength(k));
         }
-        let mut buckets = Vec::with_capacity(k as usize);
         let mut prev: Option<i64> = None;
         for _ in 0..k {
             let raw = r.u64()?;
@@ -766,11 +796,11 @@ impl DurationSketch {
             if c == 0 {
                 return Err(SketchError::ZeroCount(idx as i32));
             }
-            buckets.push((idx as i32, c));
+            bucket(idx as i32, c);
             prev = Some(idx);
         }
         r.finish()?;
-        Ok((zero_count, buckets))
+        Ok(zero_count)
     }
 }
 
