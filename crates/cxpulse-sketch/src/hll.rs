@@ -258,14 +258,16 @@ fn zero_registers() -> Arc<DenseRegs> {
 #[derive(Clone)]
 pub struct Hll {
     repr: Repr,
-    /// Sparse mode only: recent inserts, unsorted, possibly repeating an index.
-    /// Folded into `repr` by [`Hll::flush_pending`] (automatically every
-    /// [`PENDING_MAX`] inserts, and by every `&mut` operation); `&self` readers
-    /// see them through a normalized copy, so they are never lost, only slower.
+    /// Sparse mode only: recent inserts and the entries of small sparse sketches
+    /// merged in, unsorted, possibly repeating an index. Folded into `repr` by
+    /// [`Hll::flush_pending`] (automatically when [`PENDING_MAX`] are buffered, and by
+    /// every other `&mut` operation); `&self` readers see them through a normalized
+    /// copy, so they are never lost, only slower.
     pending: Vec<u32>,
 }
 
-/// How many sparse inserts are buffered before they are sorted into the list.
+/// How many sparse inserts (or entries merged in) are buffered before they are sorted
+/// into the list.
 pub const PENDING_MAX: usize = 256;
 
 impl Default for Hll {
@@ -431,6 +433,17 @@ impl Hll {
     /// result is too big), dense ← sparse is `O(entries of other)`, anything
     /// ← dense is `O(m)`.
     pub fn merge(&mut self, other: &Hll) {
+        if let (Repr::Sparse(list), Repr::Sparse(o)) = (&self.repr, &other.repr) {
+            // A small sparse sketch into a larger sparse one (a window accumulator taking
+            // minute panes one by one): buffered with the inserts, so that many of them
+            // are sorted in with one list merge instead of one each.
+            let incoming = o.len() + other.pending.len();
+            if incoming * 4 <= list.len() && self.pending.len() + incoming <= PENDING_MAX {
+                self.pending.extend_from_slice(o);
+                self.pending.extend_from_slice(&other.pending);
+                return;
+            }
+        }
         self.flush_pending();
         let other = other.normalized();
         self.merge_normalized(&other);

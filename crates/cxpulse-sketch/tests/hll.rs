@@ -218,6 +218,39 @@ proptest! {
         prop_assert_eq!(got, before);
     }
 
+    /// A sparse accumulator taking small sparse sketches one by one (buffered, sorted in
+    /// together) holds the union after every merge, whether it is read in between or not.
+    #[test]
+    fn small_merges_into_a_sparse_accumulator(
+        base in prop::collection::vec(any::<u64>(), 0..1000),
+        parts in prop::collection::vec(prop::collection::vec(any::<u64>(), 0..40), 1..40),
+        read_every in 1usize..8,
+    ) {
+        let mut acc = sketch(&base);
+        let mut all = base.clone();
+        for (n, part) in parts.iter().enumerate() {
+            let mut small = Hll::new();
+            for &x in part {
+                small.insert_hash(x);
+            }
+            if n % 3 == 0 {
+                small.flush_pending();
+            }
+            acc.merge(&small);
+            all.extend_from_slice(part);
+            if n % read_every == 0 {
+                // Readers through `&self` see the buffered entries.
+                prop_assert_eq!(acc.register_pairs().collect::<Vec<_>>(), pairs_of(&model(&all)));
+                prop_assert_eq!(acc.is_empty(), all.is_empty());
+                prop_assert_eq!(acc.estimate_f64().to_bits(), sketch(&all).estimate_f64().to_bits());
+            }
+        }
+        prop_assert_eq!(&acc, &sketch(&all));
+        acc.flush_pending();
+        prop_assert_eq!(acc.register_pairs().collect::<Vec<_>>(), pairs_of(&model(&all)));
+        prop_assert_eq!(acc.to_bytes(), sketch(&all).to_bytes());
+    }
+
     /// `is_empty` of a dense sketch is a flag: it must follow every way content arrives.
     #[test]
     fn dense_is_empty_follows_content(a in hashes(), b in hashes(), da: bool) {
