@@ -294,17 +294,23 @@ fn write_nibbles(pairs: &[(u16, u8)], r_min: u8, rice_bytes: u64, out: &mut Vec<
     put_u64(out, exceptions as u64);
     let mut nibbles = vec![0u8; NIBBLE_BYTES];
     for &(i, rank) in pairs {
-        let nibble = if rank >= base + NIBBLE_ESC {
-            out.extend_from_slice(&i.to_le_bytes());
-            out.push(rank);
-            NIBBLE_ESC
-        } else {
-            rank - base
-        };
+        let nibble = nibble_or_exception(i, rank, base, out);
         nibbles[usize::from(i) / 2] |= nibble << (4 * (i % 2));
     }
     out.extend_from_slice(&nibbles);
     true
+}
+
+/// The nibble of register `i`'s `rank` over `base`; a rank the nibble cannot hold is
+/// appended to the exceptions in `out` (index, rank) and takes the escape nibble.
+fn nibble_or_exception(i: u16, rank: u8, base: u8, out: &mut Vec<u8>) -> u8 {
+    if rank >= base + NIBBLE_ESC {
+        out.extend_from_slice(&i.to_le_bytes());
+        out.push(rank);
+        NIBBLE_ESC
+    } else {
+        rank - base
+    }
 }
 
 /// Appends the bitmap form of `pairs` (the count is written already) unless it takes more
@@ -323,13 +329,7 @@ fn write_bitmap(pairs: &[(u16, u8)], r_min: u8, limit: u64, out: &mut Vec<u8>) -
     let mut bitmap = [0u8; BITMAP_BYTES];
     let mut nibbles = vec![0u8; pairs.len().div_ceil(2)];
     for (j, &(i, rank)) in pairs.iter().enumerate() {
-        let nibble = if rank >= r_min + NIBBLE_ESC {
-            out.extend_from_slice(&i.to_le_bytes());
-            out.push(rank);
-            NIBBLE_ESC
-        } else {
-            rank - r_min
-        };
+        let nibble = nibble_or_exception(i, rank, r_min, out);
         bitmap[usize::from(i) / 8] |= 1 << (i % 8);
         nibbles[j / 2] |= nibble << (4 * (j % 2));
     }
