@@ -106,7 +106,7 @@ pub struct RunSummary {
     /// Times the windows were emitted (`advance`).
     pub advances: usize,
     /// Rows of the largest advance, and the bytes their states hold (`KpiState::approx_bytes`,
-    /// registers shared between rows counted once per row): what a sink holds at once.
+    /// a state shared by several rows counted once): what a sink holds at once.
     pub largest_advance_rows: usize,
     pub largest_advance_bytes: usize,
 }
@@ -260,7 +260,12 @@ pub fn run_on(
         let rows = engine.advance(now);
         if rows.len() > s.largest_advance_rows {
             s.largest_advance_rows = rows.len();
-            s.largest_advance_bytes = rows.iter().map(|r| r.state.approx_bytes()).sum();
+            let mut seen = std::collections::HashSet::new();
+            s.largest_advance_bytes = rows
+                .iter()
+                .filter(|r| seen.insert(std::sync::Arc::as_ptr(&r.state)))
+                .map(|r| r.state.approx_bytes())
+                .sum();
         }
         s.rows += rows.len();
         s.panes += engine.take_changed_panes(0).len();

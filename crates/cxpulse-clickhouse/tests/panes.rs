@@ -250,7 +250,7 @@ fn window_row(partition: i32, end: i64, state: KpiState, version: u64) -> Window
         watermark: end,
         version,
         kpis: state.snapshot(),
-        state,
+        state: state.into(),
     };
     WindowRow::from_kpi_row(&row, partition, version).expect("row")
 }

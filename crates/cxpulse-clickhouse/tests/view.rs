@@ -33,7 +33,7 @@ fn row(
         watermark: end + partition as i64,
         version,
         kpis: state.snapshot(),
-        state: state.clone(),
+        state: state.clone().into(),
     };
     WindowRow::from_kpi_row(&r, partition, version).expect("row")
 }

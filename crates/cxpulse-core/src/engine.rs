@@ -229,9 +229,11 @@ pub struct KpiRow {
     pub watermark: Millis,
     pub version: u64,
     pub kpis: KpiSnapshot,
-    /// The mergeable parts behind `kpis` (for sinks that store partial aggregates).
+    /// The mergeable parts behind `kpis` (for sinks that store partial aggregates). Shared
+    /// by the rows of windows that cover the same panes (a longer window whose extra span
+    /// holds no pane of the series takes the shorter window's row).
     #[serde(skip)]
-    pub state: KpiState,
+    pub state: Arc<KpiState>,
 }
 
 impl KpiRow {
@@ -1480,36 +1482,38 @@ impl KpiEngine {
                     taken,
                     extends,
                 } = *p;
-                let (mut state, kpis) = match taken {
-                    Some(row) => (rows[row].state.clone(), Some(rows[row].kpis.clone())),
-                    None if extends => {
-                        // [start, e') ⊕ minutes [e', end): both in the hour of `end`.
-                        let Some((from, mut state)) = previous.take() else {
-                            continue;
-                        };
-                        self.merge_tier(key, Tier::Minute, from, end, &mut state);
-                        (state, None)
-                    }
+                let (state, kpis) = match taken {
+                    // The same panes as a shorter window's row: its state, shared.
+                    Some(row) => (Arc::clone(&rows[row].state), Some(rows[row].kpis.clone())),
                     None => {
-                        let Some(head) = states.next() else { continue };
-                        let state = match head {
-                            Head::Whole(state) => state,
-                            Head::Before(mut state) => {
-                                let tail = minutes_at(end);
-                                if !tail.is_empty() || tail.updates > 0 {
-                                    state.merge(tail);
+                        let mut state = if extends {
+                            // [start, e') ⊕ minutes [e', end): both in the hour of `end`.
+                            let Some((from, mut state)) = previous.take() else {
+                                continue;
+                            };
+                            self.merge_tier(key, Tier::Minute, from, end, &mut state);
+                            state
+                        } else {
+                            let Some(head) = states.next() else { continue };
+                            match head {
+                                Head::Whole(state) => state,
+                                Head::Before(mut state) => {
+                                    let tail = minutes_at(end);
+                                    if !tail.is_empty() || tail.updates > 0 {
+                                        state.merge(tail);
+                                    }
+                                    state
                                 }
-                                state
                             }
                         };
-                        (state, None)
+                        // Recounts a histogram that merges left stale once, for this row
+                        // and every end that extends it.
+                        state.prepare();
+                        (Arc::new(state), None)
                     }
                 };
-                // Recounts a histogram that merges left stale once, for this row and
-                // every end that extends it.
-                state.prepare();
                 if planned.get(i + 1).is_some_and(|next| next.extends) {
-                    previous = Some((end, state.clone()));
+                    previous = Some((end, KpiState::clone(&state)));
                 }
                 if !has_row(&state) {
                     continue;
@@ -1595,7 +1599,7 @@ impl KpiEngine {
         state: KpiState,
     ) -> KpiRow {
         let kpis = state.snapshot();
-        self.make_row_with(window, key, start, end, watermark, state, kpis)
+        self.make_row_with(window, key, start, end, watermark, Arc::new(state), kpis)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1606,7 +1610,7 @@ impl KpiEngine {
         start: Millis,
         end: Millis,
         watermark: Millis,
-        state: KpiState,
+        state: Arc<KpiState>,
         kpis: KpiSnapshot,
     ) -> KpiRow {
         KpiRow {

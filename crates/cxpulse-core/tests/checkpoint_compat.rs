@@ -246,7 +246,7 @@ fn format_1_checkpoint_restores_and_continues_like_the_uninterrupted_engine() {
             panic!("{key:?} emitted after the restore, never by the uninterrupted engine")
         };
         let without_version = |r: &KpiRow| {
-            let mut state = r.state.clone();
+            let mut state = (*r.state).clone();
             state.updates = 0;
             (r.kpis.clone(), state)
         };

@@ -1700,6 +1700,40 @@ fn kat_late_event_corrects_emitted_1h_window() {
     );
 }
 
+/// A longer window whose extra span holds no pane of the series takes the shorter window's
+/// row and shares its state (the sink reads the same parts, no copy); one whose extra span
+/// holds a pane gets a state of its own.
+#[test]
+fn kat_windows_covering_the_same_panes_share_one_state() {
+    let mut k = Kat::new();
+    k.ingest(&visit("a", at(9, 50), "c1"));
+    k.ingest(&visit("b", at(10, 2), "c1"));
+    let r1 = k.advance();
+    // 1h [09:00, 10:00), 3h [07:00, 10:00), 2d [04-30, 10:00): each holds only 09:50.
+    let one = must(&r1, "1h", at(10, 0), "all", "all");
+    for window in ["3h", "2d"] {
+        let longer = must(&r1, window, at(10, 0), "all", "all");
+        assert!(Arc::ptr_eq(&one.state, &longer.state), "{window} copies 1h");
+        assert_eq!(longer.kpis, longer.state.snapshot());
+        assert_eq!(longer.kpis.touchpoints, 1);
+    }
+
+    let mut k = Kat::new();
+    k.ingest(&visit("z", at(7, 30), "c0"));
+    k.ingest(&visit("a", at(9, 50), "c1"));
+    k.ingest(&visit("b", at(10, 2), "c1"));
+    let r1 = k.advance();
+    // 07:30 lies in the 3h and 2d windows ending 10:00, not in the 1h one.
+    let one = must(&r1, "1h", at(10, 0), "all", "all");
+    let three = must(&r1, "3h", at(10, 0), "all", "all");
+    let two_days = must(&r1, "2d", at(10, 0), "all", "all");
+    assert!(!Arc::ptr_eq(&one.state, &three.state));
+    assert_eq!((one.kpis.touchpoints, three.kpis.touchpoints), (1, 2));
+    assert_eq!(three.kpis, three.state.snapshot());
+    // 2d's extra span over 3h holds no pane: it shares the 3h state.
+    assert!(Arc::ptr_eq(&three.state, &two_days.state));
+}
+
 /// The first advance emits every window since the earliest data; a late event earlier than
 /// all data seen then gets its windows emitted too (they were never emitted before).
 #[test]

@@ -31,7 +31,7 @@ fn row(
         watermark: end,
         version,
         kpis: state.snapshot(),
-        state,
+        state: state.into(),
     }
 }
 

@@ -500,7 +500,7 @@ impl Job {
                     watermark: r.watermark,
                     version: state.updates,
                     kpis: state.snapshot(),
-                    state,
+                    state: Arc::new(state),
                 });
             }
         }
