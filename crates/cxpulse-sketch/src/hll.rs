@@ -28,6 +28,13 @@
 //! `0..=51`), kept exact by inserts and sparse merges, so the estimate of such
 //! a dense sketch is `O(1)` in the number of registers; a dense ← dense merge
 //! that raises many registers leaves it stale, to be recounted when read.
+//!
+//! Dense registers are shared copy-on-write between clones. A merge that raises a few
+//! of them (at most a 32nd of the non-zero ones) while they are shared does not copy them: the
+//! sketch becomes *layered*, the shared registers plus a sorted list of the registers it
+//! raises above them, with its own histogram. That is what a window row is: the head it
+//! shares with the window's next end, plus its minutes. More raises, an insert, or a
+//! decode into it make it dense again, with registers of its own.
 
 use crate::compact::Reads;
 use crate::varint::{put_u64, Reader};
@@ -70,6 +77,112 @@ enum Repr {
     /// cloning a dense sketch (e.g. a window state handed out in a row) costs
     /// nothing, and a merge that changes no register copies nothing.
     Dense(Arc<DenseRegs>),
+    /// Shared dense registers and the few registers raised above them: what a merge of a
+    /// few registers into shared dense registers makes (a window row: a head shared with
+    /// the next end, plus its minutes), instead of copying all of them.
+    Layered(Box<Layered>),
+}
+
+/// Most registers a [`Layered`] sketch raises above `base`: a 32nd of the base's non-zero
+/// registers (at most 512, a list of 2 KiB). Layers pay where a few registers are raised
+/// above many (a long window's head); beyond, the sketch becomes dense.
+fn layer_limit(base: &DenseRegs) -> usize {
+    (REGISTERS - usize::from(base.hist[0])) / 32
+}
+
+/// Dense registers shared with other sketches, and the registers raised above them.
+#[derive(Clone)]
+struct Layered {
+    /// Its histogram is never stale.
+    base: Arc<DenseRegs>,
+    /// Packed `(index, rank)` sorted by index, unique indices, each rank above the
+    /// base's register; at most [`layer_limit`] entries.
+    over: Vec<u32>,
+    /// `hist[k]` = number of registers (base raised by `over`) equal to `k`.
+    hist: [u16; HIST_LEN],
+}
+
+impl Layered {
+    /// `base` (histogram not stale) raised by `cands`: packed entries sorted by index,
+    /// unique indices, each rank above the base's register. `None` (keep `base` as it
+    /// is) if `cands` is empty.
+    fn over(base: &Arc<DenseRegs>, cands: Vec<u32>) -> Option<Box<Layered>> {
+        debug_assert!(!base.stale);
+        if cands.is_empty() {
+            return None;
+        }
+        let mut hist = base.hist;
+        for &e in &cands {
+            let (i, r) = unpack(e);
+            hist[usize::from(base.regs[usize::from(i)])] -= 1;
+            hist[usize::from(r)] += 1;
+        }
+        Some(Box::new(Layered {
+            base: Arc::clone(base),
+            over: cands,
+            hist,
+        }))
+    }
+
+    /// Raises the registers of `cands` (packed, sorted by index, unique indices, each
+    /// rank above the base's register) that lie above the current ones.
+    fn raise_all(&mut self, cands: &[u32]) {
+        let key = |e: &u32| *e >> 8;
+        // Moves each rising register in the histogram: from the overlay's value where
+        // it has one, else from the base's.
+        let mut j = 0;
+        for &c in cands {
+            let (i, r) = unpack(c);
+            while j < self.over.len() && key(&self.over[j]) < u32::from(i) {
+                j += 1;
+            }
+            let old = match self.over.get(j) {
+                Some(&e) if key(&e) == u32::from(i) => e as u8,
+                _ => self.base.regs[usize::from(i)],
+            };
+            if old < r {
+                self.hist[usize::from(old)] -= 1;
+                self.hist[usize::from(r)] += 1;
+            }
+        }
+        let new = sorted::count_new(&self.over, cands, key);
+        // Same index => the larger packed value has the larger rank.
+        sorted::merge_into(&mut self.over, cands, new, key, u32::max);
+    }
+
+    /// The same registers, dense and of their own.
+    fn to_dense(&self) -> DenseRegs {
+        let mut d = DenseRegs {
+            regs: self.base.regs,
+            hist: self.hist,
+            stale: false,
+        };
+        for &e in &self.over {
+            let (i, r) = unpack(e);
+            d.regs[usize::from(i)] = r;
+        }
+        d
+    }
+
+    /// The base's registers that `o` raises, packed and sorted by index; `None` once
+    /// there are more than [`layer_limit`].
+    fn raised_by(base: &DenseRegs, o: &DenseRegs) -> Option<Vec<u32>> {
+        let limit = layer_limit(base);
+        let mut cands = Vec::new();
+        let mut next = base.first_chunk_above(o, 0);
+        while let Some(c) = next {
+            for i in c * CHUNK..(c + 1) * CHUNK {
+                if o.regs[i] > base.regs[i] {
+                    cands.push(pack(i as u32, o.regs[i]));
+                }
+            }
+            if cands.len() > limit {
+                return None;
+            }
+            next = base.first_chunk_above(o, c + 1);
+        }
+        Some(cands)
+    }
 }
 
 /// Length of a register-value histogram: values `0..=MAX_RANK`.
@@ -245,6 +358,20 @@ fn count_histogram(regs: &[u8; REGISTERS]) -> [u16; HIST_LEN] {
     std::array::from_fn(|k| (h[0][k] + h[1][k] + h[2][k] + h[3][k]) as u16)
 }
 
+/// The dense binary encoding of [`Hll::to_bytes`]: version, tag, the registers packed
+/// 6 bits each.
+fn dense_bytes(regs: &[u8; REGISTERS]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + PACKED_DENSE_LEN);
+    out.push(Hll::FORMAT_VERSION);
+    out.push(TAG_DENSE);
+    for c in regs.chunks_exact(4) {
+        let w =
+            u32::from(c[0]) | u32::from(c[1]) << 6 | u32::from(c[2]) << 12 | u32::from(c[3]) << 18;
+        out.extend_from_slice(&w.to_le_bytes()[..3]);
+    }
+    out
+}
+
 /// Shared all-zero dense registers (the start of every dense accumulator).
 fn zero_registers() -> Arc<DenseRegs> {
     static ZEROS: OnceLock<Arc<DenseRegs>> = OnceLock::new();
@@ -363,6 +490,10 @@ impl Hll {
                     Arc::make_mut(d).raise(index as usize, rank);
                 }
             }
+            Repr::Layered(_) => {
+                self.make_dense();
+                self.insert_hash(hash);
+            }
             Repr::Sparse(_) => {
                 self.pending.push(pack(index, rank));
                 if self.pending.len() >= PENDING_MAX {
@@ -379,6 +510,10 @@ impl Hll {
                 if d.regs[index as usize] < rank {
                     Arc::make_mut(d).raise(index as usize, rank);
                 }
+            }
+            Repr::Layered(_) => {
+                self.make_dense();
+                self.set_max(index, rank);
             }
             Repr::Sparse(list) => {
                 let key = index << 8;
@@ -412,6 +547,7 @@ impl Hll {
     /// and for callers that know a sketch will grow large.
     pub fn densify(&mut self) {
         self.flush_pending();
+        self.make_dense();
         if let Repr::Sparse(list) = &self.repr {
             if list.is_empty() {
                 self.repr = Repr::Dense(zero_registers());
@@ -424,6 +560,27 @@ impl Hll {
                 regs.raise(usize::from(i), r);
             }
             self.repr = Repr::Dense(d);
+        }
+    }
+
+    /// A layered sketch becomes dense, with registers of its own (no-op otherwise).
+    fn make_dense(&mut self) {
+        if let Repr::Layered(l) = &self.repr {
+            self.repr = Repr::Dense(Arc::new(l.to_dense()));
+        }
+    }
+
+    /// A layered sketch that raises too many registers becomes dense.
+    fn bound_layers(&mut self) {
+        if matches!(&self.repr, Repr::Layered(l) if l.over.len() > layer_limit(&l.base)) {
+            self.make_dense();
+        }
+    }
+
+    fn from_repr(repr: Repr) -> Hll {
+        Hll {
+            repr,
+            pending: Vec::new(),
         }
     }
 
@@ -461,6 +618,14 @@ impl Hll {
                 };
                 // Entries before the first raising one change nothing.
                 if let Some(first) = o.iter().position(above) {
+                    if Arc::strong_count(d) > 1 && !d.stale && o.len() - first <= layer_limit(d) {
+                        // Shared registers: a few raised above them rather than a copy.
+                        let cands = o[first..].iter().copied().filter(above).collect();
+                        if let Some(l) = Layered::over(d, cands) {
+                            self.repr = Repr::Layered(l);
+                        }
+                        return;
+                    }
                     let d = Arc::make_mut(d);
                     for &e in &o[first..] {
                         let (i, r) = unpack(e);
@@ -502,6 +667,19 @@ impl Hll {
                     if d.first_chunk_above(o, 0).is_some() {
                         Arc::make_mut(d).max_with(o, REGISTERS);
                     }
+                } else if Arc::strong_count(d) > 1 {
+                    // Shared registers: a few raised above them rather than a copy.
+                    match Layered::raised_by(d, o) {
+                        Some(cands) => {
+                            if let Some(l) = Layered::over(d, cands) {
+                                self.repr = Repr::Layered(l);
+                            }
+                        }
+                        None => {
+                            let rising = d.count_above(o);
+                            Arc::make_mut(d).max_with(o, rising);
+                        }
+                    }
                 } else {
                     let rising = d.count_above(o);
                     if rising > 0 {
@@ -509,6 +687,54 @@ impl Hll {
                         Arc::make_mut(d).max_with(o, rising);
                     }
                 }
+            }
+            (Repr::Layered(l), Repr::Sparse(o)) => {
+                let base = &l.base.regs;
+                let cands: Vec<u32> = o
+                    .iter()
+                    .copied()
+                    .filter(|&e| {
+                        let (i, r) = unpack(e);
+                        base[usize::from(i)] < r
+                    })
+                    .collect();
+                l.raise_all(&cands);
+                self.bound_layers();
+            }
+            (Repr::Layered(l), Repr::Dense(o)) => {
+                if Arc::ptr_eq(&l.base, o) || !o.nonzero() {
+                    return;
+                }
+                match Layered::raised_by(&l.base, o) {
+                    Some(cands) => {
+                        l.raise_all(&cands);
+                        self.bound_layers();
+                    }
+                    None => {
+                        self.make_dense();
+                        self.merge_normalized(other);
+                    }
+                }
+            }
+            (Repr::Layered(l), Repr::Layered(m)) if Arc::ptr_eq(&l.base, &m.base) => {
+                l.raise_all(&m.over);
+                self.bound_layers();
+            }
+            (Repr::Dense(d), Repr::Layered(m)) if Arc::ptr_eq(d, &m.base) => {
+                // `other` holds every register of `self`.
+                self.repr = Repr::Layered(m.clone());
+            }
+            (Repr::Sparse(s), Repr::Layered(m)) => {
+                let list = std::mem::take(s);
+                self.repr = Repr::Layered(m.clone());
+                if !list.is_empty() {
+                    self.merge_normalized(&Hll::from_repr(Repr::Sparse(list)));
+                }
+            }
+            (_, Repr::Layered(m)) => {
+                // Its base, then the registers it raises.
+                self.merge_normalized(&Hll::from_repr(Repr::Dense(Arc::clone(&m.base))));
+                self.merge_normalized(&Hll::from_repr(Repr::Sparse(m.over.clone())));
             }
         }
     }
@@ -526,6 +752,7 @@ impl Hll {
                 hist
             }
             Repr::Dense(d) => d.histogram(),
+            Repr::Layered(l) => l.hist.map(u32::from),
         }
     }
 
@@ -546,6 +773,7 @@ impl Hll {
         match &self.repr {
             Repr::Sparse(list) => list.is_empty() && self.pending.is_empty(),
             Repr::Dense(d) => !d.nonzero(),
+            Repr::Layered(l) => usize::from(l.hist[0]) == REGISTERS,
         }
     }
 
@@ -566,6 +794,20 @@ impl Hll {
                 .filter(|(_, &r)| r != 0)
                 .map(|(i, &r)| (i as u16, r))
                 .collect(),
+            Repr::Layered(l) => {
+                let mut over = l.over.iter().map(|&e| unpack(e)).peekable();
+                let mut out = Vec::with_capacity(REGISTERS - usize::from(l.hist[0]));
+                for (i, &b) in l.base.regs.iter().enumerate() {
+                    let r = match over.next_if(|&(j, _)| usize::from(j) == i) {
+                        Some((_, r)) => r,
+                        None => b,
+                    };
+                    if r != 0 {
+                        out.push((i as u16, r));
+                    }
+                }
+                out
+            }
         }
     }
 
@@ -600,9 +842,7 @@ impl Hll {
                     hll.densify();
                     hll.set_max(u32::from(i), r);
                 }
-                Repr::Dense(d) => {
-                    Arc::make_mut(d).raise(usize::from(i), r);
-                }
+                Repr::Dense(_) | Repr::Layered(_) => hll.set_max(u32::from(i), r),
             }
         }
         Ok(hll)
@@ -616,6 +856,13 @@ impl Hll {
             }
             // The registers and their histogram.
             Repr::Dense(_) => std::mem::size_of::<DenseRegs>(),
+            // Its share of the base (so that the sketches sharing it sum to its size), and
+            // the registers it raises.
+            Repr::Layered(l) => {
+                std::mem::size_of::<DenseRegs>() / Arc::strong_count(&l.base)
+                    + std::mem::size_of::<Layered>()
+                    + l.over.capacity() * std::mem::size_of::<u32>()
+            }
         }
     }
 
@@ -637,6 +884,7 @@ impl Hll {
     pub fn merge_compact(&mut self, bytes: &[u8]) -> Result<usize, SketchError> {
         self.flush_pending();
         let (form, used) = crate::compact::parse(bytes)?;
+        self.make_dense();
         if matches!(self.repr, Repr::Sparse(_)) && form.registers() > SPARSE_MAX_ENTRIES as u64 {
             // The union is dense (a window accumulator taking a large frozen pane first):
             // decode straight into registers rather than into a list to merge.
@@ -707,19 +955,8 @@ impl Hll {
                 }
                 out
             }
-            Repr::Dense(d) => {
-                let mut out = Vec::with_capacity(2 + PACKED_DENSE_LEN);
-                out.push(Self::FORMAT_VERSION);
-                out.push(TAG_DENSE);
-                for c in d.regs.chunks_exact(4) {
-                    let w = u32::from(c[0])
-                        | u32::from(c[1]) << 6
-                        | u32::from(c[2]) << 12
-                        | u32::from(c[3]) << 18;
-                    out.extend_from_slice(&w.to_le_bytes()[..3]);
-                }
-                out
-            }
+            Repr::Dense(d) => dense_bytes(&d.regs),
+            Repr::Layered(l) => dense_bytes(&l.to_dense().regs),
         }
     }
 
@@ -800,6 +1037,7 @@ impl PartialEq for Hll {
             (Repr::Sparse(a), Repr::Sparse(b)) => a == b,
             // `DenseRegs` equality compares the registers only (a histogram may be stale).
             (Repr::Dense(a), Repr::Dense(b)) => Arc::ptr_eq(a, b) || a == b,
+            (Repr::Layered(_), _) | (_, Repr::Layered(_)) => this.pairs() == other.pairs(),
             (Repr::Sparse(s), Repr::Dense(d)) | (Repr::Dense(d), Repr::Sparse(s)) => {
                 d.nonzero_count() == s.len()
                     && s.iter().all(|&e| {
@@ -819,9 +1057,17 @@ impl std::fmt::Debug for Hll {
         let nonzero = match &this.repr {
             Repr::Sparse(list) => list.len(),
             Repr::Dense(d) => d.nonzero_count(),
+            Repr::Layered(l) => REGISTERS - usize::from(l.hist[0]),
         };
         f.debug_struct("Hll")
-            .field("repr", &if self.is_sparse() { "sparse" } else { "dense" })
+            .field(
+                "repr",
+                &match this.repr {
+                    Repr::Sparse(_) => "sparse",
+                    Repr::Dense(_) => "dense",
+                    Repr::Layered(_) => "layered",
+                },
+            )
             .field("nonzero_registers", &nonzero)
             .field("estimate", &self.estimate())
             .finish()
@@ -1008,6 +1254,88 @@ mod tests {
         };
         assert!(!d.stale);
         assert_eq!(d.hist, count_histogram(&d.regs));
+    }
+
+    /// Independent of the representation: the registers as an array.
+    fn regs_of(h: &Hll) -> Vec<u8> {
+        let mut regs = vec![0u8; REGISTERS];
+        for (i, r) in h.register_pairs() {
+            regs[usize::from(i)] = r;
+        }
+        regs
+    }
+
+    fn keys(range: std::ops::Range<u64>) -> Hll {
+        let mut h = Hll::new();
+        for i in range {
+            h.insert(&i.to_le_bytes());
+        }
+        h
+    }
+
+    #[test]
+    fn merging_a_few_registers_into_shared_ones_layers_them() {
+        // A window head shared with the next end (dense), and a minute's customers.
+        let head = keys(0..60_000);
+        let Repr::Dense(base) = &head.repr else {
+            panic!("dense")
+        };
+        let base = Arc::clone(base);
+        let minute = keys(60_000..60_400);
+        let mut row = head.clone();
+        row.merge(&minute);
+        let Repr::Layered(l) = &row.repr else {
+            panic!("layered, not a copy")
+        };
+        assert!(Arc::ptr_eq(&l.base, &base));
+        assert!(!l.over.is_empty() && l.over.len() < 400);
+        // The registers and the estimate of the union; the head is untouched.
+        let mut expected = regs_of(&head);
+        for (e, m) in expected.iter_mut().zip(regs_of(&minute)) {
+            *e = (*e).max(m);
+        }
+        assert_eq!(regs_of(&row), expected);
+        assert_eq!(regs_of(&head), regs_of(&keys(0..60_000)));
+        assert_eq!(row.estimate_f64(), keys(0..60_400).estimate_f64());
+        let mut hist = [0u16; HIST_LEN];
+        for &r in &expected {
+            hist[usize::from(r)] += 1;
+        }
+        assert_eq!(l.hist, hist);
+        // Its clones extend it without a copy of the base; a dense ← layered merge over
+        // the same base takes the layers; bytes and pairs round-trip.
+        let mut next = row.clone();
+        next.merge(&keys(60_400..60_800));
+        assert!(matches!(&next.repr, Repr::Layered(n) if Arc::ptr_eq(&n.base, &base)));
+        assert_eq!(next.estimate_f64(), keys(0..60_800).estimate_f64());
+        let mut again = head.clone();
+        again.merge(&next);
+        assert!(matches!(again.repr, Repr::Layered(_)));
+        assert_eq!(again, keys(0..60_800));
+        assert_eq!(Hll::from_bytes(&next.to_bytes()), Ok(keys(0..60_800)));
+        // Only its share of the base counts as its heap.
+        assert!(next.heap_bytes() < REGISTERS / 2, "{}", next.heap_bytes());
+        // Raising more than a 32nd of its base's registers makes it dense, with registers
+        // of its own.
+        let mut big = row.clone();
+        big.merge(&keys(100_000..200_000));
+        assert!(matches!(big.repr, Repr::Dense(_)));
+        assert_eq!(big, {
+            let mut u = keys(0..60_400);
+            u.merge(&keys(100_000..200_000));
+            u
+        });
+        // An insert makes it dense too.
+        let mut written = row.clone();
+        written.insert(b"late customer");
+        assert!(matches!(written.repr, Repr::Dense(_)));
+        let mut expected = keys(0..60_400);
+        expected.insert(b"late customer");
+        assert_eq!(written, expected);
+        // Registers of its own (not shared) are raised in place, as before.
+        let mut own = keys(0..60_000);
+        own.merge(&minute);
+        assert!(matches!(own.repr, Repr::Dense(_)));
     }
 
     #[test]

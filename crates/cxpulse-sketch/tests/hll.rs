@@ -474,6 +474,14 @@ enum Op {
     Merge(usize, usize, u8),
     /// `k` becomes a clone of `j`: the two share dense registers until one is written.
     CloneFrom(usize, usize),
+    /// `k` becomes a clone of `j` that then merges the sketch of `hs` (a window row: a
+    /// head shared with the next end, plus its minutes; layered when `j` is dense).
+    CloneAndMerge(usize, usize, Vec<u64>),
+    /// `k` merges its own clone that merged the sketch of `hs` (a dense sketch taking a
+    /// sketch layered over its own registers).
+    MergeOwnRow(usize, Vec<u64>),
+    /// `k` becomes the sketch of `hs` (sparse when small) that then merges `j`.
+    FreshMerge(usize, usize, Vec<u64>),
     /// `k` becomes an empty dense sketch that then merges `j` (taking it by sharing).
     EmptyDenseMerge(usize, usize),
     /// `k` merges the compact encoding of `j`.
@@ -494,6 +502,9 @@ fn op() -> impl Strategy<Value = Op> {
         3 => k.clone().prop_map(Op::Densify),
         8 => (k.clone(), k.clone(), 0u8..3).prop_map(|(k, j, m)| Op::Merge(k, j, m)),
         1 => (k.clone(), k.clone()).prop_map(|(k, j)| Op::CloneFrom(k, j)),
+        3 => (k.clone(), k.clone(), hashes()).prop_map(|(k, j, hs)| Op::CloneAndMerge(k, j, hs)),
+        1 => (k.clone(), hashes()).prop_map(|(k, hs)| Op::MergeOwnRow(k, hs)),
+        2 => (k.clone(), k.clone(), hashes()).prop_map(|(k, j, hs)| Op::FreshMerge(k, j, hs)),
         1 => (k.clone(), k.clone()).prop_map(|(k, j)| Op::EmptyDenseMerge(k, j)),
         2 => (k.clone(), k.clone()).prop_map(|(k, j)| Op::MergeCompact(k, j)),
         1 => (k.clone(), k.clone()).prop_map(|(k, j)| Op::FromCompact(k, j)),
@@ -523,7 +534,7 @@ fn max_regs(into: &mut [u8], from: &[u8]) {
 proptest! {
     #![proptest_config(ProptestConfig {
         failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
-        ..ProptestConfig::with_cases(96)
+        ..ProptestConfig::with_cases(256)
     })]
 
     /// Dense sketches keep their register histogram up to date instead of counting it per
@@ -569,6 +580,26 @@ proptest! {
                 Op::CloneFrom(k, j) => {
                     pool[k] = pool[j].clone();
                     models[k] = models[j].clone();
+                }
+                Op::CloneAndMerge(k, j, hs) => {
+                    pool[k] = pool[j].clone();
+                    pool[k].merge(&sketch(&hs));
+                    models[k] = models[j].clone();
+                    max_regs(&mut models[k], &model(&hs));
+                }
+                Op::MergeOwnRow(k, hs) => {
+                    let mut row = pool[k].clone();
+                    row.merge(&sketch(&hs));
+                    pool[k].merge(&row);
+                    max_regs(&mut models[k], &model(&hs));
+                }
+                Op::FreshMerge(k, j, hs) => {
+                    let mut fresh = sketch(&hs);
+                    fresh.merge(&pool[j]);
+                    pool[k] = fresh;
+                    let mut m = model(&hs);
+                    max_regs(&mut m, &models[j]);
+                    models[k] = m;
                 }
                 Op::EmptyDenseMerge(k, j) => {
                     let mut h = Hll::new();
