@@ -434,10 +434,7 @@ impl Hll {
             w += 1;
         }
         pending.truncate(w);
-        let incoming = Hll {
-            repr: Repr::Sparse(pending),
-            pending: Vec::new(),
-        };
+        let incoming = Hll::from_repr(Repr::Sparse(pending));
         self.merge_normalized(&incoming);
     }
 
@@ -648,10 +645,7 @@ impl Hll {
                 let list = std::mem::take(s);
                 self.repr = Repr::Dense(o.clone());
                 if !list.is_empty() {
-                    self.merge_normalized(&Hll {
-                        repr: Repr::Sparse(list),
-                        pending: Vec::new(),
-                    });
+                    self.merge_normalized(&Hll::from_repr(Repr::Sparse(list)));
                 }
             }
             (Repr::Dense(d), Repr::Dense(o)) => {
@@ -908,10 +902,7 @@ impl Hll {
         let mut list = Vec::new();
         form.for_each(|i, r| list.push(pack(i as u32, r)))?;
         if !list.is_empty() {
-            self.merge_normalized(&Hll {
-                repr: Repr::Sparse(list),
-                pending: Vec::new(),
-            });
+            self.merge_normalized(&Hll::from_repr(Repr::Sparse(list)));
         }
         Ok(used)
     }
@@ -1019,10 +1010,9 @@ impl Hll {
                         *d = v;
                     }
                 }
-                Ok(Hll {
-                    repr: Repr::Dense(Arc::new(DenseRegs::from_regs(regs))),
-                    pending: Vec::new(),
-                })
+                Ok(Hll::from_repr(Repr::Dense(Arc::new(DenseRegs::from_regs(
+                    regs,
+                )))))
             }
             tag => Err(SketchError::UnknownEncoding(tag)),
         }
