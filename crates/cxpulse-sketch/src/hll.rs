@@ -106,22 +106,18 @@ impl Layered {
     /// `base` (histogram not stale) raised by `cands`: packed entries sorted by index,
     /// unique indices, each rank above the base's register. `None` (keep `base` as it
     /// is) if `cands` is empty.
-    fn over(base: &Arc<DenseRegs>, cands: Vec<u32>) -> Option<Box<Layered>> {
+    fn over(base: &Arc<DenseRegs>, cands: &[u32]) -> Option<Box<Layered>> {
         debug_assert!(!base.stale);
         if cands.is_empty() {
             return None;
         }
-        let mut hist = base.hist;
-        for &e in &cands {
-            let (i, r) = unpack(e);
-            hist[usize::from(base.regs[usize::from(i)])] -= 1;
-            hist[usize::from(r)] += 1;
-        }
-        Some(Box::new(Layered {
+        let mut layered = Box::new(Layered {
             base: Arc::clone(base),
-            over: cands,
-            hist,
-        }))
+            over: Vec::new(),
+            hist: base.hist,
+        });
+        layered.raise_all(cands);
+        Some(layered)
     }
 
     /// Raises the registers of `cands` (packed, sorted by index, unique indices, each
@@ -617,8 +613,8 @@ impl Hll {
                 if let Some(first) = o.iter().position(above) {
                     if Arc::strong_count(d) > 1 && !d.stale && o.len() - first <= layer_limit(d) {
                         // Shared registers: a few raised above them rather than a copy.
-                        let cands = o[first..].iter().copied().filter(above).collect();
-                        if let Some(l) = Layered::over(d, cands) {
+                        let cands: Vec<u32> = o[first..].iter().copied().filter(above).collect();
+                        if let Some(l) = Layered::over(d, &cands) {
                             self.repr = Repr::Layered(l);
                         }
                         return;
@@ -665,7 +661,7 @@ impl Hll {
                     // Shared registers: a few raised above them rather than a copy.
                     match Layered::raised_by(d, o) {
                         Some(cands) => {
-                            if let Some(l) = Layered::over(d, cands) {
+                            if let Some(l) = Layered::over(d, &cands) {
                                 self.repr = Repr::Layered(l);
                             }
                         }
