@@ -1333,6 +1333,12 @@ impl KpiEngine {
         ends
     }
 
+    /// Whether a window of `key` starting at `start` has the state of a shorter one ending
+    /// at the same time and starting at `shorter_start`: its extra span holds no pane.
+    fn takes_shorter_row(&self, key: &GroupKey, start: Millis, shorter_start: Millis) -> bool {
+        shorter_start >= start && !self.holds_pane_starting_in(key, start, shorter_start)
+    }
+
     /// True when some partition holds a pane of `key` starting in `[from, to)`.
     fn holds_pane_starting_in(&self, key: &GroupKey, from: Millis, to: Millis) -> bool {
         self.partitions
@@ -1374,12 +1380,26 @@ impl KpiEngine {
     /// [`crate::window::PaneStore::ensure_body`]).
     fn ensure_bodies(&mut self, key: &GroupKey, plan: &[WindowEnds], frozen_until: Millis) {
         let grid = self.grid;
+        // Window end → start of the longest window so far ending there (as `evaluate_key`
+        // tracks it): an end whose row is a shorter window's reads no head, so its window
+        // needs no body for it (a young series, or one with gaps, would otherwise keep
+        // bodies that repeat a shorter window's and are never read).
+        let mut longest: FxHashMap<Millis, Millis> = FxHashMap::default();
         for WindowEnds { window, ends, .. } in plan {
             let w = &self.cfg.windows[*window];
-            for group in ends.chunk_by(|a, b| same_hour(&grid, *a, *b)) {
-                let Some(&last) = group.last() else { continue };
+            let read: Vec<(Millis, Millis)> = ends
+                .iter()
+                .map(|&end| (end, w.start_for(&grid, end)))
+                .filter(|&(end, start)| {
+                    let shorter = longest.insert(end, start);
+                    !shorter.is_some_and(|s| self.takes_shorter_row(key, start, s))
+                })
+                .collect();
+            for group in read.chunk_by(|a, b| same_hour(&grid, a.0, b.0)) {
+                let Some(&(last, start)) = group.last() else {
+                    continue;
+                };
                 let b1 = grid.floor(last, HOUR_MS);
-                let start = w.start_for(&grid, last);
                 let a1 = grid.ceil(start, HOUR_MS);
                 if a1 < b1 {
                     for p in self.partitions.values_mut() {
@@ -1453,9 +1473,9 @@ impl KpiEngine {
             let mut planned: Vec<Planned> = Vec::with_capacity(ends.len());
             for &end in ends {
                 let start = self.cfg.windows[*window].start_for(&grid, end);
-                let taken = shorter_rows.get(&end).and_then(|&(s, row)| {
-                    (s >= start && !self.holds_pane_starting_in(key, start, s)).then_some(row)
-                });
+                let taken = shorter_rows
+                    .get(&end)
+                    .and_then(|&(s, row)| self.takes_shorter_row(key, start, s).then_some(row));
                 let extends = taken.is_none()
                     && planned
                         .last()

@@ -1,0 +1,62 @@
+//! Which window bodies the engine caches: a window whose rows are a shorter window's (its
+//! extra span holds no pane, as in a young job) reads no head, so it keeps no body.
+
+use cxpulse_core::window::{Tier, WindowSpec};
+use cxpulse_core::{
+    Channel, CxEvent, EngineConfig, KpiEngine, Millis, TouchpointEvent, TouchpointKind, DAY_MS,
+    HOUR_MS, MINUTE_MS,
+};
+
+/// 2024-05-01T00:00:00Z.
+const START: Millis = 19_844 * DAY_MS;
+
+fn visit(id: u32, at: Millis) -> CxEvent {
+    CxEvent::Touchpoint(TouchpointEvent {
+        event_id: format!("e{id}"),
+        occurred_at: at,
+        customer_id: format!("c{}", id % 500),
+        segment: "smb".to_string(),
+        channel: Channel::Web,
+        touchpoint: "home".to_string(),
+        kind: TouchpointKind::Visit,
+        case_id: None,
+        amount: None,
+        currency: None,
+        attributes: Vec::new(),
+    })
+}
+
+/// The bytes of bodies cached after `hours` of one visit a minute, advancing every 10
+/// minutes, with `windows` (hour tails, sliding by the minute).
+fn body_bytes(windows: &[Millis], hours: i64) -> usize {
+    let cfg = EngineConfig {
+        windows: windows
+            .iter()
+            .map(|&len| WindowSpec::new(&format!("{}h", len / HOUR_MS), len, Tier::Hour, MINUTE_MS))
+            .collect(),
+        ..EngineConfig::default()
+    };
+    let mut engine = KpiEngine::new(cfg).expect("valid windows");
+    let mut rows = 0;
+    for m in 0..hours * 60 {
+        let at = START + m * MINUTE_MS;
+        engine.ingest(0, &visit(m as u32, at), at);
+        if m % 10 == 9 {
+            rows += engine.advance(at).len();
+        }
+    }
+    assert!(rows > 0, "windows were emitted");
+    engine.state_bytes().bodies
+}
+
+#[test]
+fn a_window_taking_a_shorter_windows_rows_keeps_no_body() {
+    // Five hours of data: a 6-hour window reads hour panes (and caches a body over them);
+    // a 2-day window holds the same panes, so its rows are the 6-hour window's.
+    let six_hours = body_bytes(&[6 * HOUR_MS], 5);
+    assert!(six_hours > 0, "the 6-hour window caches bodies");
+    assert_eq!(body_bytes(&[6 * HOUR_MS, 2 * DAY_MS], 5), six_hours);
+    // Once the 2-day window holds panes the 6-hour one does not, it reads (and caches) its
+    // own.
+    assert!(body_bytes(&[6 * HOUR_MS, 2 * DAY_MS], 9) > body_bytes(&[6 * HOUR_MS], 9));
+}
