@@ -895,7 +895,8 @@ impl Hll {
             }
             return Ok(used);
         }
-        let mut list = Vec::new();
+        // `parse` checked the count against the number of registers.
+        let mut list = Vec::with_capacity(form.registers() as usize);
         form.for_each(|i, r| list.push(pack(i as u32, r)))?;
         if !list.is_empty() {
             self.merge_normalized(&Hll::from_repr(Repr::Sparse(list)));
