@@ -671,7 +671,9 @@ pub struct Retention {
     pub hour_ms: Millis,
     pub day_ms: Millis,
     /// Panes that ended at least this long before the frontier are frozen
-    /// ([`Freeze`]): no accepted event of an active source can land there any more.
+    /// ([`Freeze`]): no accepted event of an active source can land there any more. Hour
+    /// panes stay hot an hour longer: the heads of windows with an hour or minute tail read
+    /// the last closed hour after their body at every advance (see [`PaneStore::evict`]).
     pub freeze_ms: Millis,
 }
 
@@ -908,7 +910,7 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
     }
 
     /// Drops panes that ended at least `retention` before `frontier`, and freezes the panes
-    /// that ended at least `retention.freeze_ms` before it.
+    /// that ended at least `retention.freeze_ms` before it (hour panes: an hour more).
     pub fn evict(&mut self, frontier: Millis, retention: &Retention) {
         let cut = [
             frontier - retention.minute_ms,
@@ -928,7 +930,13 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
                 let panes = &mut series.tiers[tier.index()];
                 // Keep panes whose end is after the cut: start > cut - len.
                 panes.drop_before(cut[tier.index()] - tier.len_ms() + 1);
-                panes.freeze_until(freeze_limit, tier);
+                // The last closed hour stays hot for another hour: every head of a window
+                // with an hour or minute tail reads it after its body, at every advance.
+                let limit = match tier {
+                    Tier::Hour => freeze_limit - HOUR_MS,
+                    _ => freeze_limit,
+                };
+                panes.freeze_until(limit, tier);
             }
             if !series.bodies.is_empty() {
                 let empty = series.is_empty();
@@ -1549,10 +1557,11 @@ mod tests {
         };
         store.evict(frontier, &retention);
         let series = store.series(&0).unwrap();
-        // Everything that ended 90 minutes before the frontier is frozen, the rest is not.
+        // Everything that ended 90 minutes before the frontier is frozen, the rest is not;
+        // hours stay hot an hour longer (those that ended 150 minutes before are frozen).
         assert_eq!(series.frozen_count(Tier::Minute), (minutes - 90) as usize);
         assert_eq!(series.frozen_count(Tier::Day), 1);
-        assert_eq!(series.frozen_count(Tier::Hour), 48 - 2);
+        assert_eq!(series.frozen_count(Tier::Hour), 48 - 3);
         let total = |store: &PaneStore<u8, Sum>, from: i64, to: i64| {
             let mut acc = Sum::default();
             store.merge_range_into(&0, T0 + from * MINUTE_MS, T0 + to * MINUTE_MS, &mut acc);
