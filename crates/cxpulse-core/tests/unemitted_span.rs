@@ -1,29 +1,10 @@
 //! `KpiEngine::unemitted_span`: how far an advance would move the emitted frontier (the job
 //! advances on a full batch between ticks only when it is large).
 
-use cxpulse_core::{
-    Channel, CxEvent, EngineConfig, KpiEngine, Millis, TouchpointEvent, TouchpointKind, DAY_MS,
-    MINUTE_MS,
-};
+mod common;
 
-/// 2024-05-01T00:00:00Z.
-const START: Millis = 19_844 * DAY_MS;
-
-fn visit(id: u32, at: Millis) -> CxEvent {
-    CxEvent::Touchpoint(TouchpointEvent {
-        event_id: format!("e{id}"),
-        occurred_at: at,
-        customer_id: format!("c{id}"),
-        segment: "smb".to_string(),
-        channel: Channel::Web,
-        touchpoint: "home".to_string(),
-        kind: TouchpointKind::Visit,
-        case_id: None,
-        amount: None,
-        currency: None,
-        attributes: Vec::new(),
-    })
-}
+use common::{visit, START};
+use cxpulse_core::{EngineConfig, KpiEngine, Millis, DAY_MS, MINUTE_MS};
 
 #[test]
 fn unemitted_span_is_the_watermark_ahead_of_the_last_emitted_end() {
@@ -33,7 +14,7 @@ fn unemitted_span_is_the_watermark_ahead_of_the_last_emitted_end() {
     let now = START + DAY_MS;
     // No data, no watermark: nothing to emit.
     assert_eq!(engine.unemitted_span(now), 0);
-    engine.ingest(0, &visit(1, START + 30 * MINUTE_MS), now);
+    engine.ingest(0, &visit(1, START + 30 * MINUTE_MS, 1), now);
     // Data but nothing emitted yet.
     assert_eq!(engine.unemitted_span(now), Millis::MAX);
     engine.advance(now);
@@ -44,7 +25,7 @@ fn unemitted_span_is_the_watermark_ahead_of_the_last_emitted_end() {
         START + 30 * MINUTE_MS - lateness - frontier
     );
     // 25 minutes of event time later, before the next advance.
-    engine.ingest(0, &visit(2, START + 55 * MINUTE_MS), now);
+    engine.ingest(0, &visit(2, START + 55 * MINUTE_MS, 2), now);
     assert_eq!(engine.unemitted_span(now), 25 * MINUTE_MS);
     engine.advance(now);
     assert_eq!(engine.unemitted_span(now), 0);

@@ -1,30 +1,11 @@
 //! Which window bodies the engine caches: a window whose rows are a shorter window's (its
 //! extra span holds no pane, as in a young job) reads no head, so it keeps no body.
 
+mod common;
+
+use common::{visit, START};
 use cxpulse_core::window::{Tier, WindowSpec};
-use cxpulse_core::{
-    Channel, CxEvent, EngineConfig, KpiEngine, Millis, TouchpointEvent, TouchpointKind, DAY_MS,
-    HOUR_MS, MINUTE_MS,
-};
-
-/// 2024-05-01T00:00:00Z.
-const START: Millis = 19_844 * DAY_MS;
-
-fn visit(id: u32, at: Millis) -> CxEvent {
-    CxEvent::Touchpoint(TouchpointEvent {
-        event_id: format!("e{id}"),
-        occurred_at: at,
-        customer_id: format!("c{}", id % 500),
-        segment: "smb".to_string(),
-        channel: Channel::Web,
-        touchpoint: "home".to_string(),
-        kind: TouchpointKind::Visit,
-        case_id: None,
-        amount: None,
-        currency: None,
-        attributes: Vec::new(),
-    })
-}
+use cxpulse_core::{EngineConfig, KpiEngine, Millis, DAY_MS, HOUR_MS, MINUTE_MS};
 
 /// The bytes of bodies cached after `hours` of one visit a minute, advancing every 10
 /// minutes, with `windows` (hour tails, sliding by the minute).
@@ -40,7 +21,7 @@ fn body_bytes(windows: &[Millis], hours: i64) -> usize {
     let mut rows = 0;
     for m in 0..hours * 60 {
         let at = START + m * MINUTE_MS;
-        engine.ingest(0, &visit(m as u32, at), at);
+        engine.ingest(0, &visit(m as u32, at, m as u32 % 500), at);
         if m % 10 == 9 {
             rows += engine.advance(at).len();
         }
