@@ -1375,10 +1375,9 @@ impl KpiEngine {
     /// Caches, in every partition, the bodies that [`KpiEngine::evaluate_key`] will read
     /// for `plan`: per window and hour of its ends, the hour-aligned part of the window of
     /// the last end in that hour that does not take a shorter window's row, and the whole
-    /// blocks of the minutes before it that end
-    /// by `frozen_until` (frozen minutes are decoded at each read; hot ones are cheaper to
-    /// merge than to keep), when they hold enough panes (see
-    /// [`crate::window::PaneStore::ensure_body`]).
+    /// blocks of the minutes before it that end by `frozen_until` (frozen minutes are
+    /// decoded at each read; hot ones are cheaper to merge than to keep), when they hold
+    /// enough panes (see [`crate::window::PaneStore::ensure_body`]).
     fn ensure_bodies(&mut self, key: &GroupKey, plan: &[WindowEnds], frozen_until: Millis) {
         let grid = self.grid;
         // Window end → start of the longest window so far ending there (as `evaluate_key`

@@ -304,7 +304,8 @@ impl DenseRegs {
 
     /// Register-wise maximum of `o` into `self`, where `rising` registers of
     /// `o` are above those of `self` (from [`count_above`](Self::count_above);
-    /// not read, and not counted by the caller, while the histogram is stale).
+    /// not read, and not counted by the caller, while the histogram is stale;
+    /// any number above [`STALE_ABOVE`] when the caller knows only that many rise).
     /// A few rising registers are moved in the histogram one by one, in the
     /// chunks that hold them; beyond [`STALE_ABOVE`] (or when the histogram is
     /// stale already) a vectorized maximum leaves the histogram stale.
@@ -687,7 +688,13 @@ impl Hll {
                             }
                         }
                         None => {
-                            let rising = d.count_above(o);
+                            // More than the layer limit rise: past the stale threshold,
+                            // `max_with` needs no exact count (no second scan).
+                            let rising = if layer_limit(d) >= STALE_ABOVE {
+                                REGISTERS
+                            } else {
+                                d.count_above(o)
+                            };
                             Arc::make_mut(d).max_with(o, rising);
                         }
                     }
