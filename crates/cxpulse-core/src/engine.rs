@@ -2107,6 +2107,9 @@ impl KpiEngine {
             }
             if let Some(f) = engine.frontier {
                 state.panes.mark_closed_through(f);
+                // The checkpointed store evicted at most this much (its evictions kept the
+                // panes for the slowest source, at or before the frontier).
+                state.panes.mark_evicted_through(f, &engine.retention);
             }
             state.seen = p.seen.map(|buckets| {
                 buckets

@@ -269,6 +269,9 @@ struct TierPanes<S: Freeze> {
     panes: VecDeque<(Millis, Slot<S>)>,
     /// Every pane before this index is frozen.
     hot_from: usize,
+    /// Panes starting before this may have been dropped. From it on, every contribution
+    /// lies in a pane of the tier that is present (for hours and days: of the closed ones).
+    dropped_before: Millis,
 }
 
 impl<S: Freeze> Default for TierPanes<S> {
@@ -276,6 +279,7 @@ impl<S: Freeze> Default for TierPanes<S> {
         TierPanes {
             panes: VecDeque::new(),
             hot_from: 0,
+            dropped_before: Millis::MIN,
         }
     }
 }
@@ -370,6 +374,7 @@ impl<S: Freeze> TierPanes<S> {
 
     /// Drops the panes starting before `keep_from`.
     fn drop_before(&mut self, keep_from: Millis) {
+        self.dropped_before = self.dropped_before.max(keep_from);
         let mut dropped = 0;
         while self.panes.front().is_some_and(|(s, _)| *s < keep_from) {
             self.panes.pop_front();
@@ -525,13 +530,28 @@ impl<S: Freeze> PaneSeries<S> {
         self.tiers[tier.index()].get(start)
     }
 
-    /// True when some pane of any tier starts in `[from, to)`.
+    /// True when some pane of any tier starting in `[from, to)` may hold a contribution
+    /// made in `[from, to)` (`to` minute-aligned). A window starting at `from` reads only
+    /// panes starting at or after it, so when this is false it holds nothing before `to`.
+    ///
+    /// An hour or day pane that ends after `to` holds a contribution before `to` only if a
+    /// finer pane starting in `[its start, to)` does, which the finer tier's own test
+    /// finds, as long as that tier has dropped none of its panes there. So a day pane does
+    /// not count for a window starting before its midnight when its hours before `to` hold
+    /// nothing (a young job that started late in the previous day, a series with gaps).
     pub fn holds_pane_starting_in(&self, from: Millis, to: Millis) -> bool {
-        from < to
-            && self
-                .tiers
-                .iter()
-                .any(|tier| tier.range(from, to).next().is_some())
+        if from >= to {
+            return false;
+        }
+        let [minutes, hours, days] = &self.tiers;
+        let holds = |coarse: &TierPanes<S>, len: Millis, finer: &TierPanes<S>| {
+            coarse
+                .range(from, to)
+                .any(|(start, _)| start + len <= to || finer.dropped_before > start)
+        };
+        minutes.range(from, to).next().is_some()
+            || holds(hours, HOUR_MS, minutes)
+            || holds(days, DAY_MS, hours)
     }
 
     /// Merges the panes of `tier` starting in `[from, to)` into `acc`; returns how many.
@@ -912,11 +932,7 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
     /// Drops panes that ended at least `retention` before `frontier`, and freezes the panes
     /// that ended at least `retention.freeze_ms` before it (hour panes: an hour more).
     pub fn evict(&mut self, frontier: Millis, retention: &Retention) {
-        let cut = [
-            frontier - retention.minute_ms,
-            frontier - retention.hour_ms,
-            frontier - retention.day_ms,
-        ];
+        let keep_from = Self::keep_from(frontier, retention);
         let freeze_limit = frontier - retention.freeze_ms;
         // Bodies asked for since the previous eviction stay, for the newest hour a body of the
         // series ends at and the hour before (corrections of the ends of the previous hour),
@@ -928,8 +944,7 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
         for series in &mut self.series {
             for tier in Tier::ALL {
                 let panes = &mut series.tiers[tier.index()];
-                // Keep panes whose end is after the cut: start > cut - len.
-                panes.drop_before(cut[tier.index()] - tier.len_ms() + 1);
+                panes.drop_before(keep_from[tier.index()]);
                 // The last closed hour stays hot for another hour: every head of a window
                 // with an hour or minute tail reads it after its body, at every advance.
                 let limit = match tier {
@@ -1115,6 +1130,29 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
         let pane = series.tiers[tier.index()].hot_mut(start);
         pane.state.merge(state);
         pane.state.prepare();
+    }
+
+    /// After a restore: panes that an eviction at `frontier` with `retention` would drop
+    /// may be missing (the checkpointed store had evicted them, or older ones).
+    pub fn mark_evicted_through(&mut self, frontier: Millis, retention: &Retention) {
+        let keep_from = Self::keep_from(frontier, retention);
+        for series in &mut self.series {
+            for tier in Tier::ALL {
+                let panes = &mut series.tiers[tier.index()];
+                panes.dropped_before = panes.dropped_before.max(keep_from[tier.index()]);
+            }
+        }
+    }
+
+    /// Per tier, the earliest start of the panes that an eviction at `frontier` keeps:
+    /// those that end after `frontier` minus the tier's retention.
+    fn keep_from(frontier: Millis, retention: &Retention) -> [Millis; 3] {
+        let cut = [
+            frontier - retention.minute_ms,
+            frontier - retention.hour_ms,
+            frontier - retention.day_ms,
+        ];
+        Tier::ALL.map(|tier| cut[tier.index()] - tier.len_ms() + 1)
     }
 
     /// After a restore: every hour/day ending at or before `frontier` is closed.
@@ -1537,6 +1575,55 @@ mod tests {
         assert_eq!(store.series_count(), 1);
         assert_eq!(store.keys().copied().collect::<Vec<_>>(), vec![1]);
         assert_eq!(store.series(&1).unwrap().pane_count(Tier::Minute), 1);
+    }
+
+    /// Minutes from 21:00 on day 0 to 06:00 on day 1 (value 1 each), closed through 06:00.
+    fn overnight() -> (PaneStore<u8, Sum>, Millis) {
+        let mut store: PaneStore<u8, Sum> = PaneStore::new(TimeGrid::default());
+        for m in 21 * 60..30 * 60 {
+            store.apply(0, T0 + m * MINUTE_MS, |s| s.0 += 1);
+        }
+        let frontier = T0 + 30 * HOUR_MS;
+        store.close_through(frontier);
+        (store, frontier)
+    }
+
+    #[test]
+    fn a_pane_reaching_past_the_span_holds_it_only_through_its_finer_panes() {
+        let (mut store, frontier) = overnight();
+        let at = |h: i64, m: i64| T0 + h * HOUR_MS + m * MINUTE_MS;
+        let holds = |store: &PaneStore<u8, Sum>, from: Millis, to: Millis| {
+            store.series(&0).unwrap().holds_pane_starting_in(from, to)
+        };
+        let series = store.series(&0).unwrap();
+        assert!(series.pane(Tier::Day, T0).is_some(), "day 0 is closed");
+        // Day 0's pane starts in these spans but its contributions come after them: its
+        // hours (and minutes) say so.
+        assert!(!holds(&store, T0 - 2 * DAY_MS, at(4, 0)));
+        assert!(!holds(&store, T0, at(21, 0)));
+        // The hour 21:00 ends within the span; the minutes 21:00–21:29 start in it.
+        assert!(holds(&store, T0 - DAY_MS, at(22, 0)));
+        assert!(holds(&store, T0, at(21, 30)));
+        assert!(holds(&store, at(21, 29), at(21, 30)));
+        assert!(!holds(&store, at(20, 0), at(21, 0)));
+        // Once the finer panes that would tell may be gone, a pane reaching past the span
+        // counts (minutes kept 2 h, hours 12 h): day 0 from a span before midnight, the
+        // hour 01:00 from a span ending in it.
+        let retention = Retention {
+            minute_ms: 2 * HOUR_MS,
+            hour_ms: 12 * HOUR_MS,
+            day_ms: 10 * DAY_MS,
+            freeze_ms: 10 * DAY_MS,
+        };
+        store.evict(frontier, &retention);
+        assert!(holds(&store, T0 - DAY_MS, at(4, 0)));
+        assert!(holds(&store, at(24, 0), at(25, 30)));
+        // A restored store assumes the panes an eviction at its frontier drops are gone.
+        let (mut restored, frontier) = overnight();
+        assert!(!holds(&restored, T0 - DAY_MS, at(4, 0)));
+        restored.mark_evicted_through(frontier, &retention);
+        assert!(holds(&restored, T0 - DAY_MS, at(4, 0)));
+        assert!(holds(&restored, at(24, 0), at(25, 30)));
     }
 
     #[test]
