@@ -1334,12 +1334,15 @@ impl KpiEngine {
     }
 
     /// Whether a window of `key` starting at `start` has the state of a shorter one ending
-    /// at the same time and starting at `shorter_start`: its extra span holds no pane.
+    /// at the same time and starting at `shorter_start`: its extra span holds no
+    /// contribution.
     fn takes_shorter_row(&self, key: &GroupKey, start: Millis, shorter_start: Millis) -> bool {
         shorter_start >= start && !self.holds_pane_starting_in(key, start, shorter_start)
     }
 
-    /// True when some partition holds a pane of `key` starting in `[from, to)`.
+    /// True when some partition holds a pane of `key` starting in `[from, to)` that may hold
+    /// a contribution made in `[from, to)` (see
+    /// [`crate::window::PaneSeries::holds_pane_starting_in`]).
     fn holds_pane_starting_in(&self, key: &GroupKey, from: Millis, to: Millis) -> bool {
         self.partitions
             .values()
