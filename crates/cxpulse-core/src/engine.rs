@@ -230,8 +230,8 @@ pub struct KpiRow {
     pub version: u64,
     pub kpis: KpiSnapshot,
     /// The mergeable parts behind `kpis` (for sinks that store partial aggregates). Shared
-    /// by the rows of windows that cover the same panes (a longer window whose extra span
-    /// holds no pane of the series takes the shorter window's row).
+    /// by the rows of windows with the same content (a longer window whose extra span holds
+    /// no contribution of the series takes the shorter window's row).
     #[serde(skip)]
     pub state: Arc<KpiState>,
 }
@@ -1434,10 +1434,10 @@ impl KpiEngine {
     /// before its first full hour; the heads of one window's ends in one hour are built
     /// backwards from the last one, one small range at a time. So a row costs about two
     /// merges, whatever the number and length of the windows. A window whose extra span
-    /// (before the start of a shorter window with the same end) holds no pane has the
-    /// shorter window's state, and takes its row (young series, and series with gaps, skip
-    /// most evaluations): every pane the longer window reads and the shorter one does not
-    /// starts in that span.
+    /// (before the start of a shorter window with the same end) holds no contribution has
+    /// the shorter window's state, and takes its row (young series, and series with gaps,
+    /// skip most evaluations): every pane the longer window reads and the shorter one does
+    /// not starts in that span (see [`KpiEngine::takes_shorter_row`]).
     fn evaluate_key(
         &mut self,
         key: &GroupKey,

@@ -372,9 +372,14 @@ impl<S: Freeze> TierPanes<S> {
         merged
     }
 
+    /// From now on, panes starting before `t` may be missing.
+    fn may_lack_before(&mut self, t: Millis) {
+        self.dropped_before = self.dropped_before.max(t);
+    }
+
     /// Drops the panes starting before `keep_from`.
     fn drop_before(&mut self, keep_from: Millis) {
-        self.dropped_before = self.dropped_before.max(keep_from);
+        self.may_lack_before(keep_from);
         let mut dropped = 0;
         while self.panes.front().is_some_and(|(s, _)| *s < keep_from) {
             self.panes.pop_front();
@@ -1138,8 +1143,7 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
         let keep_from = Self::keep_from(frontier, retention);
         for series in &mut self.series {
             for tier in Tier::ALL {
-                let panes = &mut series.tiers[tier.index()];
-                panes.dropped_before = panes.dropped_before.max(keep_from[tier.index()]);
+                series.tiers[tier.index()].may_lack_before(keep_from[tier.index()]);
             }
         }
     }
@@ -1147,12 +1151,14 @@ impl<K: Hash + Eq + Copy, S: Freeze> PaneStore<K, S> {
     /// Per tier, the earliest start of the panes that an eviction at `frontier` keeps:
     /// those that end after `frontier` minus the tier's retention.
     fn keep_from(frontier: Millis, retention: &Retention) -> [Millis; 3] {
-        let cut = [
-            frontier - retention.minute_ms,
-            frontier - retention.hour_ms,
-            frontier - retention.day_ms,
-        ];
-        Tier::ALL.map(|tier| cut[tier.index()] - tier.len_ms() + 1)
+        Tier::ALL.map(|tier| {
+            let kept = match tier {
+                Tier::Minute => retention.minute_ms,
+                Tier::Hour => retention.hour_ms,
+                Tier::Day => retention.day_ms,
+            };
+            frontier - kept - tier.len_ms() + 1
+        })
     }
 
     /// After a restore: every hour/day ending at or before `frontier` is closed.

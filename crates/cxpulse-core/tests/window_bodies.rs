@@ -1,5 +1,5 @@
 //! Which window bodies the engine caches: a window whose rows are a shorter window's (its
-//! extra span holds no pane, as in a young job) reads no head, so it keeps no body.
+//! extra span holds no contribution, as in a young job) reads no head, so it keeps no body.
 
 mod common;
 
